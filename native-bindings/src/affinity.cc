@@ -1,0 +1,143 @@
+// fairway_native: pin the *calling* thread to a set of CPUs.
+//
+// Plain C N-API (node_api.h), no node-addon-api. Linux only: it relies on
+// pthread_setaffinity_np / pthread_getaffinity_np and the gettid syscall.
+// There is no global state, so the module is safe to load in any number of
+// worker_threads (NAPI_MODULE_INIT makes it context-aware).
+
+#ifndef __linux__
+#error "fairway_native (thread affinity) is Linux-only"
+#endif
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <node_api.h>
+
+// Returns nullptr from the enclosing function if a N-API call fails; a JS
+// exception is then already pending, or we raise a generic one.
+#define NAPI_CALL(env, call)                                              \
+  do {                                                                    \
+    if ((call) != napi_ok) {                                              \
+      bool pending = false;                                               \
+      napi_is_exception_pending((env), &pending);                         \
+      if (!pending) napi_throw_error((env), nullptr, "N-API call failed: " #call); \
+      return nullptr;                                                     \
+    }                                                                     \
+  } while (0)
+
+static napi_value ThrowErrno(napi_env env, const char* what, int err) {
+  char msg[256];
+  snprintf(msg, sizeof msg, "%s failed: %s (errno %d)", what, strerror(err), err);
+  napi_throw_error(env, "ERR_FAIRWAY_AFFINITY", msg);
+  return nullptr;
+}
+
+static napi_value CpuSetToArray(napi_env env, const cpu_set_t* set) {
+  napi_value arr;
+  NAPI_CALL(env, napi_create_array(env, &arr));
+  uint32_t n = 0;
+  for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+    if (!CPU_ISSET(cpu, set)) continue;
+    napi_value v;
+    NAPI_CALL(env, napi_create_uint32(env, (uint32_t)cpu, &v));
+    NAPI_CALL(env, napi_set_element(env, arr, n++, v));
+  }
+  return arr;
+}
+
+// setThreadAffinity(cpus: number[]): void
+static napi_value SetThreadAffinity(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+
+  bool is_array = false;
+  if (argc >= 1) NAPI_CALL(env, napi_is_array(env, argv[0], &is_array));
+  if (!is_array) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "setThreadAffinity: cpus must be an array of CPU ids");
+    return nullptr;
+  }
+
+  uint32_t len = 0;
+  NAPI_CALL(env, napi_get_array_length(env, argv[0], &len));
+  if (len == 0) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", "setThreadAffinity: cpus must not be empty");
+    return nullptr;
+  }
+
+  cpu_set_t wanted;
+  CPU_ZERO(&wanted);
+  for (uint32_t i = 0; i < len; i++) {
+    napi_value el;
+    napi_valuetype type;
+    double d = 0;
+    NAPI_CALL(env, napi_get_element(env, argv[0], i, &el));
+    NAPI_CALL(env, napi_typeof(env, el, &type));
+    if (type == napi_number) NAPI_CALL(env, napi_get_value_double(env, el, &d));
+    if (type != napi_number || !isfinite(d) || trunc(d) != d || d < 0 || d >= CPU_SETSIZE) {
+      char msg[160];
+      snprintf(msg, sizeof msg,
+               "setThreadAffinity: cpus[%u] must be an integer in [0, %d)", i, CPU_SETSIZE);
+      napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", msg);
+      return nullptr;
+    }
+    CPU_SET((int)d, &wanted);
+  }
+
+  // The kernel silently drops CPUs that are offline or outside our cpuset
+  // as long as at least one requested CPU is usable (EINVAL only if none
+  // is). To honour "exactly these CPUs" we read the mask back and, if it
+  // differs, restore the previous one and throw.
+  pthread_t self = pthread_self();
+  cpu_set_t before, after;
+  int err = pthread_getaffinity_np(self, sizeof before, &before);
+  if (err != 0) return ThrowErrno(env, "pthread_getaffinity_np", err);
+  err = pthread_setaffinity_np(self, sizeof wanted, &wanted);
+  if (err != 0) return ThrowErrno(env, "pthread_setaffinity_np", err);
+  err = pthread_getaffinity_np(self, sizeof after, &after);
+  if (err != 0) return ThrowErrno(env, "pthread_getaffinity_np", err);
+  if (!CPU_EQUAL(&after, &wanted)) {
+    pthread_setaffinity_np(self, sizeof before, &before);
+    napi_throw_error(env, "ERR_FAIRWAY_AFFINITY",
+                     "pthread_setaffinity_np: some requested CPUs are offline or not "
+                     "allowed for this process; affinity left unchanged");
+    return nullptr;
+  }
+  return nullptr;  // undefined
+}
+
+// getThreadAffinity(): number[]
+static napi_value GetThreadAffinity(napi_env env, napi_callback_info) {
+  cpu_set_t set;
+  int err = pthread_getaffinity_np(pthread_self(), sizeof set, &set);
+  if (err != 0) return ThrowErrno(env, "pthread_getaffinity_np", err);
+  return CpuSetToArray(env, &set);
+}
+
+// threadId(): number — kernel thread id (gettid), as seen in /proc/<pid>/task.
+static napi_value ThreadId(napi_env env, napi_callback_info) {
+  napi_value v;
+  NAPI_CALL(env, napi_create_int64(env, (int64_t)syscall(SYS_gettid), &v));
+  return v;
+}
+
+NAPI_MODULE_INIT() {
+  const napi_property_descriptor props[] = {
+    {"setThreadAffinity", nullptr, SetThreadAffinity, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+    {"getThreadAffinity", nullptr, GetThreadAffinity, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+    {"threadId", nullptr, ThreadId, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+  };
+  NAPI_CALL(env, napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
+  return exports;
+}

@@ -1,0 +1,92 @@
+// The `fairway` command: start the server, check a config, hash API keys.
+
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { hashApiKey, newApiKey } from '../control-plane/api-keys.js'
+import { checkConfigFile, loadConfigFile } from '../control-plane/load-config.js'
+import { FairwayError } from '../errors.js'
+import { packageRoot } from '../runtime/affinity.js'
+import { startServer, VERSION } from '../server.js'
+
+const USAGE = `fairway ${VERSION}: multi-tenant ML inference server
+
+usage:
+  fairway start [--config FILE] [--host HOST] [--port PORT]
+      serve; the config defaults to $FAIRWAY_CONFIG or the demo platform
+  fairway config check FILE
+      validate a platform config; prints every problem, exits 1 if any
+  fairway keys hash KEY
+      print the "sha256:..." form of an API key, for a tenant's apiKeys
+  fairway keys new TENANT
+      print a new random API key and its hash
+`
+
+export const DEMO_CONFIG = join(packageRoot(), 'config', 'demo-platform.json')
+
+async function main (argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv
+  switch (cmd) {
+    case 'start': return await start(rest)
+    case 'config': {
+      const file = rest[1]
+      if (rest[0] !== 'check' || file === undefined) break
+      const res = checkConfigFile(file)
+      if (res.ok) {
+        const c = res.config
+        console.log(`${file}: ok (${c.tenants.size} tenants, ${c.models.size} models, ${c.serviceClasses.size} service classes)`)
+        return 0
+      }
+      console.error(`${file}: ${res.problems.length} problem(s)`)
+      for (const p of res.problems) console.error(`  ${p.path}: ${p.message}`)
+      return 1
+    }
+    case 'keys': {
+      if (rest[0] === 'hash' && rest[1] !== undefined) { console.log(`sha256:${hashApiKey(rest[1])}`); return 0 }
+      if (rest[0] === 'new' && rest[1] !== undefined) {
+        const key = newApiKey(rest[1])
+        console.log(`key:  ${key}\nhash: sha256:${hashApiKey(key)}`)
+        return 0
+      }
+      break
+    }
+    case '--version': console.log(VERSION); return 0
+    case undefined: case 'help': case '--help': case '-h': console.log(USAGE); return 0
+  }
+  console.error(USAGE)
+  return 2
+}
+
+async function start (args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: { config: { type: 'string' }, host: { type: 'string' }, port: { type: 'string' } },
+    strict: true,
+  })
+  const file = values.config ?? process.env.FAIRWAY_CONFIG ?? DEMO_CONFIG
+  const config = loadConfigFile(file)
+  let port: number | undefined
+  if (values.port !== undefined) {
+    port = Number(values.port)
+    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--port must be an integer 0..65535, got ${values.port}`)
+  }
+  const server = await startServer({ config, ...(port === undefined ? {} : { port }), ...(values.host === undefined ? {} : { host: values.host }) })
+  const classes = [...server.schedulers.values()].map((s) => `${s.pool.serviceClass.id}[cpus ${s.pool.serviceClass.cpus.join(',')} x${s.pool.capacity}]`)
+  console.log(`fairway ${VERSION} listening on http://${server.host}:${server.port}`)
+  console.log(`  config ${file}: ${config.tenants.size} tenants, ${config.models.size} models; pools ${classes.join(' ')}`)
+  await new Promise<void>((resolve) => {
+    const stop = (sig: string): void => {
+      console.log(`fairway: ${sig}: draining in-flight requests`)
+      server.close().then(resolve, (err: unknown) => { console.error(err); resolve() })
+    }
+    process.once('SIGINT', () => { stop('SIGINT') })
+    process.once('SIGTERM', () => { stop('SIGTERM') })
+  })
+  console.log('fairway: stopped')
+  return 0
+}
+
+main(process.argv.slice(2)).then((code) => { process.exit(code) }, (err: unknown) => {
+  if (err instanceof FairwayError) console.error(`fairway: ${err.code}: ${err.message}`)
+  else console.error(`fairway: ${err instanceof Error ? err.message : String(err)}`)
+  process.exit(1)
+})

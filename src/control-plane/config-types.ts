@@ -1,0 +1,97 @@
+// The platform config: tenant registry, service classes and model catalog in
+// one JSON file. These are the validated, normalised shapes the rest of the
+// server reads; `validate-config.ts` is the only producer.
+
+export const TIERS = ['shared', 'premium_shared', 'semi_isolated', 'dedicated'] as const
+export type Tier = typeof TIERS[number]
+
+export const DATATYPES = ['FP32'] as const
+export type Datatype = typeof DATATYPES[number]
+
+export interface ServerConfig {
+  readonly host: string
+  readonly port: number
+  /** Largest accepted request body; bigger bodies get 413 without being buffered. */
+  readonly maxBodyBytes: number
+  /** How long shutdown waits for in-flight requests before closing anyway. */
+  readonly drainTimeoutMs: number
+}
+
+export type DeviceConfig =
+  | { readonly kind: 'cpu' }
+  | { readonly kind: 'cuda'; readonly deviceId: number }
+
+export interface ServiceClassConfig {
+  readonly id: string
+  /** Share of worker capacity relative to other classes (scheduling uses it). */
+  readonly weight: number
+  /** CPU ids the class's worker threads are pinned to. */
+  readonly cpus: readonly number[]
+  readonly workers: number
+  readonly device: DeviceConfig
+  /** A dedicated class serves its tenants' every model, overriding model routing. */
+  readonly dedicated: boolean
+}
+
+export interface TensorSpec {
+  readonly name: string
+  readonly datatype: Datatype
+  /** Shape with -1 for the batch dimension, e.g. [-1, 64]. */
+  readonly shape: readonly number[]
+}
+
+export interface ModelVersionConfig {
+  readonly version: string
+  /** Absolute path of the ONNX artifact (resolved against the model repository). */
+  readonly artifact: string
+}
+
+export interface ModelConfig {
+  readonly id: string
+  /** Model size class used for cost and monitoring: light, mid or heavy. */
+  readonly modelClass: string
+  /** Service class every request for this model runs in (unless the tenant is dedicated). */
+  readonly serviceClass: string | null
+  readonly versions: ReadonlyMap<string, ModelVersionConfig>
+  readonly defaultVersion: string
+  readonly input: TensorSpec
+  readonly output: TensorSpec
+  /** Rows per worker task; requests are batched up to this. */
+  readonly maxBatchSize: number
+  /** Rows one request may carry. */
+  readonly maxRowsPerRequest: number
+  readonly price: { readonly perComputeSecondUsd: number; readonly perRequestUsd: number }
+}
+
+export interface TenantLimits {
+  readonly concurrency: number
+  readonly ratePerSecond: number
+  readonly burst: number
+  readonly queueDepth: number
+  readonly timeoutMs: number
+}
+
+export interface TenantConfig {
+  readonly id: string
+  readonly tier: Tier
+  /** SHA-256 hex digests of the tenant's API keys; plaintext keys are never stored. */
+  readonly apiKeyHashes: readonly string[]
+  /** Allowed models and the version the registry selects for each. */
+  readonly models: ReadonlyMap<string, string>
+  readonly queueClass: string
+  readonly limits: TenantLimits
+  readonly region: string
+  readonly costCenter: string
+  readonly rolloutEligible: boolean
+  /** Tenant-specific configuration (thresholds, label maps, routing rules), opaque to the server core. */
+  readonly settings: Readonly<Record<string, unknown>>
+}
+
+export interface PlatformConfig {
+  /** File the config was read from (null when built in memory). */
+  readonly source: string | null
+  readonly server: ServerConfig
+  readonly serviceClasses: ReadonlyMap<string, ServiceClassConfig>
+  readonly models: ReadonlyMap<string, ModelConfig>
+  readonly tenants: ReadonlyMap<string, TenantConfig>
+}

@@ -1,0 +1,278 @@
+// Validates the raw JSON of a platform config and normalises it. Every problem
+// is reported with the JSON path of the bad field and why, all at once, so an
+// operator fixes a file in one pass. The server refuses to start on any problem.
+
+import { isAbsolute, resolve } from 'node:path'
+import {
+  DATATYPES, TIERS,
+  type Datatype, type DeviceConfig, type ModelConfig, type ModelVersionConfig, type PlatformConfig,
+  type ServiceClassConfig, type TenantConfig, type TensorSpec, type Tier,
+} from './config-types.js'
+
+export interface ConfigProblem {
+  readonly path: string
+  readonly message: string
+}
+
+type Json = Record<string, unknown>
+
+const SHA256_HEX = /^[0-9a-f]{64}$/
+const ID = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$/
+
+class Checker {
+  readonly problems: ConfigProblem[] = []
+
+  fail (path: string, message: string): void {
+    this.problems.push({ path, message })
+  }
+
+  object (v: unknown, path: string): Json | null {
+    if (v !== null && typeof v === 'object' && !Array.isArray(v)) return v as Json
+    this.fail(path, 'must be an object')
+    return null
+  }
+
+  unknownKeys (o: Json, path: string, allowed: readonly string[]): void {
+    for (const k of Object.keys(o)) {
+      if (!allowed.includes(k)) this.fail(`${path}.${k}`, `unknown field (allowed: ${allowed.join(', ')})`)
+    }
+  }
+
+  string (o: Json, key: string, path: string, dflt?: string): string {
+    const v = o[key]
+    if (v === undefined && dflt !== undefined) return dflt
+    if (typeof v === 'string' && v.length > 0) return v
+    this.fail(`${path}.${key}`, v === undefined ? 'is required' : 'must be a non-empty string')
+    return dflt ?? ''
+  }
+
+  id (o: Json, key: string, path: string): string {
+    const s = this.string(o, key, path)
+    if (s !== '' && !ID.test(s)) this.fail(`${path}.${key}`, 'must match [a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}')
+    return s
+  }
+
+  number (o: Json, key: string, path: string, opts: { min: number; max?: number; int?: boolean; dflt?: number }): number {
+    const v = o[key]
+    if (v === undefined && opts.dflt !== undefined) return opts.dflt
+    if (typeof v !== 'number' || !Number.isFinite(v)) {
+      this.fail(`${path}.${key}`, v === undefined ? 'is required' : 'must be a number')
+      return opts.dflt ?? opts.min
+    }
+    if (opts.int === true && !Number.isInteger(v)) this.fail(`${path}.${key}`, 'must be an integer')
+    else if (v < opts.min) this.fail(`${path}.${key}`, `must be >= ${opts.min}`)
+    else if (opts.max !== undefined && v > opts.max) this.fail(`${path}.${key}`, `must be <= ${opts.max}`)
+    return v
+  }
+
+  boolean (o: Json, key: string, path: string, dflt: boolean): boolean {
+    const v = o[key]
+    if (v === undefined) return dflt
+    if (typeof v === 'boolean') return v
+    this.fail(`${path}.${key}`, 'must be true or false')
+    return dflt
+  }
+
+  oneOf<T extends string> (o: Json, key: string, path: string, values: readonly T[], dflt?: T): T {
+    const v = o[key]
+    if (v === undefined && dflt !== undefined) return dflt
+    if (typeof v === 'string' && (values as readonly string[]).includes(v)) return v as T
+    this.fail(`${path}.${key}`, `must be one of ${values.join(', ')}`)
+    return values[0] as T
+  }
+}
+
+export interface ValidateOptions {
+  /** Directory relative artifact paths and `modelRepository` resolve against. */
+  readonly baseDir: string
+  readonly source: string | null
+}
+
+export type ValidateResult =
+  | { readonly ok: true; readonly config: PlatformConfig }
+  | { readonly ok: false; readonly problems: readonly ConfigProblem[] }
+
+export function validateConfig (raw: unknown, opts: ValidateOptions): ValidateResult {
+  const c = new Checker()
+  const root = c.object(raw, '$')
+  if (root === null) return { ok: false, problems: c.problems }
+  c.unknownKeys(root, '$', ['$schema', 'description', 'server', 'modelRepository', 'serviceClasses', 'models', 'tenants'])
+
+  const s = c.object(root.server ?? {}, '$.server') ?? {}
+  c.unknownKeys(s, '$.server', ['host', 'port', 'maxBodyBytes', 'drainTimeoutMs'])
+  const server = {
+    host: c.string(s, 'host', '$.server', '127.0.0.1'),
+    port: c.number(s, 'port', '$.server', { min: 0, max: 65535, int: true, dflt: 8000 }),
+    maxBodyBytes: c.number(s, 'maxBodyBytes', '$.server', { min: 1024, int: true, dflt: 4 * 1024 * 1024 }),
+    drainTimeoutMs: c.number(s, 'drainTimeoutMs', '$.server', { min: 0, int: true, dflt: 10_000 }),
+  }
+
+  const repoRaw = root.modelRepository ?? 'models'
+  let repo = opts.baseDir
+  if (typeof repoRaw !== 'string' || repoRaw === '') c.fail('$.modelRepository', 'must be a directory path')
+  else repo = isAbsolute(repoRaw) ? repoRaw : resolve(opts.baseDir, repoRaw)
+
+  const serviceClasses = new Map<string, ServiceClassConfig>()
+  const scRaw = c.object(root.serviceClasses, '$.serviceClasses') ?? {}
+  if (Object.keys(scRaw).length === 0) c.fail('$.serviceClasses', 'must define at least one service class')
+  for (const [id, v] of Object.entries(scRaw)) {
+    const p = `$.serviceClasses.${id}`
+    if (!ID.test(id)) c.fail(p, 'class id must match [a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}')
+    const o = c.object(v, p)
+    if (o === null) continue
+    c.unknownKeys(o, p, ['weight', 'cpus', 'workers', 'device', 'deviceId', 'dedicated', 'description'])
+    const cpus = o.cpus
+    let cpuList: number[] = []
+    if (!Array.isArray(cpus) || cpus.length === 0 || !cpus.every((x) => Number.isInteger(x) && x >= 0 && x < 1024)) {
+      c.fail(`${p}.cpus`, 'must be a non-empty array of CPU ids (integers 0..1023)')
+    } else {
+      cpuList = [...new Set(cpus as number[])].sort((a, b) => a - b)
+    }
+    const kind = c.oneOf(o, 'device', p, ['cpu', 'cuda'] as const, 'cpu')
+    const device: DeviceConfig = kind === 'cuda'
+      ? { kind, deviceId: c.number(o, 'deviceId', p, { min: 0, int: true, dflt: 0 }) }
+      : { kind }
+    serviceClasses.set(id, {
+      id,
+      weight: c.number(o, 'weight', p, { min: 1, max: 1000, int: true }),
+      cpus: cpuList,
+      workers: c.number(o, 'workers', p, { min: 1, max: 64, int: true, dflt: 1 }),
+      device,
+      dedicated: c.boolean(o, 'dedicated', p, false),
+    })
+  }
+
+  const models = new Map<string, ModelConfig>()
+  const mRaw = c.object(root.models, '$.models') ?? {}
+  for (const [id, v] of Object.entries(mRaw)) {
+    const p = `$.models.${id}`
+    if (!ID.test(id)) c.fail(p, 'model id must match [a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}')
+    const o = c.object(v, p)
+    if (o === null) continue
+    c.unknownKeys(o, p, ['modelClass', 'serviceClass', 'versions', 'defaultVersion', 'input', 'output', 'batching', 'price', 'description'])
+    const serviceClass = o.serviceClass === undefined ? null : c.string(o, 'serviceClass', p)
+    if (serviceClass !== null && serviceClass !== '' && !serviceClasses.has(serviceClass)) {
+      c.fail(`${p}.serviceClass`, `names no service class (have: ${[...serviceClasses.keys()].join(', ')})`)
+    }
+    const versions = new Map<string, ModelVersionConfig>()
+    const vRaw = c.object(o.versions, `${p}.versions`) ?? {}
+    if (Object.keys(vRaw).length === 0) c.fail(`${p}.versions`, 'must list at least one version')
+    for (const [ver, vv] of Object.entries(vRaw)) {
+      const vp = `${p}.versions.${ver}`
+      if (!ID.test(ver)) c.fail(vp, 'version must match [a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}')
+      const vo = c.object(vv, vp)
+      if (vo === null) continue
+      c.unknownKeys(vo, vp, ['artifact', 'description'])
+      const art = c.string(vo, 'artifact', vp)
+      versions.set(ver, { version: ver, artifact: isAbsolute(art) ? art : resolve(repo, art) })
+    }
+    const defaultVersion = c.string(o, 'defaultVersion', p)
+    if (defaultVersion !== '' && versions.size > 0 && !versions.has(defaultVersion)) {
+      c.fail(`${p}.defaultVersion`, `names no version of this model (have: ${[...versions.keys()].join(', ')})`)
+    }
+    const b = c.object(o.batching ?? {}, `${p}.batching`) ?? {}
+    c.unknownKeys(b, `${p}.batching`, ['maxBatchSize', 'maxRowsPerRequest'])
+    const maxBatchSize = c.number(b, 'maxBatchSize', `${p}.batching`, { min: 1, max: 4096, int: true, dflt: 32 })
+    const maxRowsPerRequest = c.number(b, 'maxRowsPerRequest', `${p}.batching`, { min: 1, max: 4096, int: true, dflt: maxBatchSize })
+    if (maxRowsPerRequest > maxBatchSize) c.fail(`${p}.batching.maxRowsPerRequest`, 'must be <= maxBatchSize')
+    const pr = c.object(o.price ?? {}, `${p}.price`) ?? {}
+    c.unknownKeys(pr, `${p}.price`, ['perComputeSecondUsd', 'perRequestUsd'])
+    models.set(id, {
+      id,
+      modelClass: c.string(o, 'modelClass', p),
+      serviceClass: serviceClass === '' ? null : serviceClass,
+      versions,
+      defaultVersion,
+      input: tensor(c, o.input, `${p}.input`),
+      output: tensor(c, o.output, `${p}.output`),
+      maxBatchSize,
+      maxRowsPerRequest,
+      price: {
+        perComputeSecondUsd: c.number(pr, 'perComputeSecondUsd', `${p}.price`, { min: 0, dflt: 0 }),
+        perRequestUsd: c.number(pr, 'perRequestUsd', `${p}.price`, { min: 0, dflt: 0 }),
+      },
+    })
+  }
+
+  const tenants = new Map<string, TenantConfig>()
+  const seenKeys = new Map<string, string>()
+  const tRaw = c.object(root.tenants, '$.tenants') ?? {}
+  for (const [id, v] of Object.entries(tRaw)) {
+    const p = `$.tenants.${id}`
+    if (!ID.test(id)) c.fail(p, 'tenant id must match [a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}')
+    const o = c.object(v, p)
+    if (o === null) continue
+    c.unknownKeys(o, p, ['tier', 'apiKeys', 'models', 'queueClass', 'limits', 'region', 'costCenter', 'rolloutEligible', 'settings', 'description'])
+    const tier: Tier = c.oneOf(o, 'tier', p, TIERS)
+    const keys: string[] = []
+    if (!Array.isArray(o.apiKeys) || o.apiKeys.length === 0) c.fail(`${p}.apiKeys`, 'must be a non-empty array of "sha256:<64 hex>" key hashes')
+    else {
+      o.apiKeys.forEach((k, i) => {
+        const m = typeof k === 'string' && k.startsWith('sha256:') ? k.slice(7) : null
+        if (m === null || !SHA256_HEX.test(m)) {
+          c.fail(`${p}.apiKeys[${i}]`, 'must be "sha256:<64 lowercase hex>"; store key hashes, never keys (fairway keys hash <key>)')
+          return
+        }
+        const other = seenKeys.get(m)
+        if (other !== undefined) c.fail(`${p}.apiKeys[${i}]`, `the same key is also given to tenant ${other}`)
+        seenKeys.set(m, id)
+        keys.push(m)
+      })
+    }
+    const queueClass = c.string(o, 'queueClass', p)
+    const qc = serviceClasses.get(queueClass)
+    if (queueClass !== '' && qc === undefined) c.fail(`${p}.queueClass`, `names no service class (have: ${[...serviceClasses.keys()].join(', ')})`)
+    if (tier === 'dedicated' && qc !== undefined && !qc.dedicated) c.fail(`${p}.queueClass`, 'a dedicated tenant needs a service class with "dedicated": true')
+    if (tier !== 'dedicated' && qc?.dedicated === true) c.fail(`${p}.queueClass`, `class ${queueClass} is dedicated; only tier "dedicated" may use it`)
+    const tm = new Map<string, string>()
+    const mm = c.object(o.models, `${p}.models`) ?? {}
+    for (const [mid, ver] of Object.entries(mm)) {
+      const model = models.get(mid)
+      if (model === undefined) { c.fail(`${p}.models.${mid}`, 'names no model in $.models'); continue }
+      if (ver !== 'default' && (typeof ver !== 'string' || !model.versions.has(ver))) {
+        c.fail(`${p}.models.${mid}`, `must be "default" or a version of ${mid} (have: ${[...model.versions.keys()].join(', ')})`)
+        continue
+      }
+      tm.set(mid, ver === 'default' ? model.defaultVersion : ver)
+    }
+    const l = c.object(o.limits, `${p}.limits`) ?? {}
+    c.unknownKeys(l, `${p}.limits`, ['concurrency', 'ratePerSecond', 'burst', 'queueDepth', 'timeoutMs'])
+    const lp = `${p}.limits`
+    const settings = o.settings === undefined ? {} : c.object(o.settings, `${p}.settings`) ?? {}
+    tenants.set(id, {
+      id,
+      tier,
+      apiKeyHashes: keys,
+      models: tm,
+      queueClass,
+      limits: {
+        concurrency: c.number(l, 'concurrency', lp, { min: 1, max: 1_000_000, int: true }),
+        ratePerSecond: c.number(l, 'ratePerSecond', lp, { min: 0 }),
+        burst: c.number(l, 'burst', lp, { min: 1, int: true }),
+        queueDepth: c.number(l, 'queueDepth', lp, { min: 0, int: true }),
+        timeoutMs: c.number(l, 'timeoutMs', lp, { min: 1, max: 600_000, int: true }),
+      },
+      region: c.string(o, 'region', p),
+      costCenter: c.string(o, 'costCenter', p),
+      rolloutEligible: c.boolean(o, 'rolloutEligible', p, false),
+      settings,
+    })
+  }
+  if (tenants.size === 0) c.fail('$.tenants', 'must define at least one tenant')
+
+  if (c.problems.length > 0) return { ok: false, problems: c.problems }
+  return { ok: true, config: { source: opts.source, server, serviceClasses, models, tenants } }
+}
+
+function tensor (c: Checker, v: unknown, path: string): TensorSpec {
+  const o = c.object(v, path) ?? {}
+  c.unknownKeys(o, path, ['name', 'datatype', 'shape'])
+  const shape = o.shape
+  let s: number[] = []
+  if (!Array.isArray(shape) || shape.length !== 2 || shape[0] !== -1 || !Number.isInteger(shape[1]) || (shape[1] as number) < 1) {
+    c.fail(`${path}.shape`, 'must be [-1, N]: a batch dimension then a positive feature count')
+  } else {
+    s = shape as number[]
+  }
+  return { name: c.string(o, 'name', path), datatype: c.oneOf<Datatype>(o, 'datatype', path, DATATYPES), shape: s }
+}

@@ -1,0 +1,68 @@
+// The one error registry of fairway. Every error a client or an operator can
+// see has a stable `FW_ERR_<AREA>_<WHAT>` code, an HTTP status and a message
+// template; docs/errors.md documents each one with how to fix it. Adding a code
+// here without a row there is a bug.
+
+export interface ErrorSpec {
+  readonly status: number
+  readonly message: string
+}
+
+export const ERRORS = {
+  // --- gateway: routing and transport --------------------------------------
+  FW_ERR_ROUTE_NOT_FOUND: { status: 404, message: 'no route for %s' },
+  FW_ERR_METHOD_NOT_ALLOWED: { status: 405, message: 'method %s not allowed on this route' },
+  FW_ERR_BODY_TOO_LARGE: { status: 413, message: 'request body exceeds the %s byte limit' },
+  FW_ERR_BODY_MEDIA_TYPE: { status: 415, message: 'unsupported content type %s: use application/json or application/msgpack' },
+  FW_ERR_BODY_MALFORMED: { status: 400, message: 'request body is not valid %s' },
+  FW_ERR_SERVER_DRAINING: { status: 503, message: 'server is shutting down' },
+  FW_ERR_SERVER_NOT_READY: { status: 503, message: 'server is not ready' },
+  FW_ERR_INTERNAL: { status: 500, message: 'internal error' },
+  // --- authentication and tenancy --------------------------------------------
+  FW_ERR_AUTH_MISSING: { status: 401, message: 'missing Authorization: Bearer <api key> header' },
+  FW_ERR_AUTH_INVALID: { status: 401, message: 'API key is not valid' },
+  FW_ERR_MODEL_NOT_FOUND: { status: 404, message: 'unknown model %s' },
+  FW_ERR_MODEL_VERSION_NOT_FOUND: { status: 404, message: 'unknown version %s' },
+  FW_ERR_MODEL_FORBIDDEN: { status: 403, message: 'model %s is not enabled for this tenant' },
+  FW_ERR_MODEL_VERSION_FORBIDDEN: { status: 403, message: '%s' },
+  // --- inference request validation ------------------------------------------
+  FW_ERR_INFER_INPUT_INVALID: { status: 400, message: '%s' },
+  FW_ERR_INFER_DATATYPE: { status: 400, message: '%s' },
+  FW_ERR_INFER_SHAPE: { status: 400, message: '%s' },
+  FW_ERR_INFER_ELEMENT_COUNT: { status: 400, message: '%s' },
+  FW_ERR_INFER_BATCH_TOO_LARGE: { status: 400, message: '%s' },
+  // --- admission ---------------------------------------------------------------
+  FW_ERR_ADMISSION_TENANT_CONCURRENCY: { status: 429, message: 'tenant is at its concurrency limit of %s in-flight requests' },
+  FW_ERR_DEADLINE_EXCEEDED: { status: 504, message: 'request deadline of %s ms expired before inference ran' },
+  // --- runtime -----------------------------------------------------------------
+  FW_ERR_RUNTIME_INFERENCE_FAILED: { status: 500, message: 'inference failed: %s' },
+  FW_ERR_RUNTIME_PROVIDER_UNAVAILABLE: { status: 500, message: '%s' },
+  FW_ERR_RUNTIME_MODEL_LOAD: { status: 500, message: '%s' },
+  // --- start-up ------------------------------------------------------------------
+  FW_ERR_CONFIG_INVALID: { status: 500, message: 'invalid platform config %s' },
+  FW_ERR_UWS_FALLBACK: { status: 500, message: 'uWebSockets.js native addon did not load (%s); refusing to run on the pure-JS fallback' },
+} as const satisfies Record<string, ErrorSpec>
+
+export type ErrorCode = keyof typeof ERRORS
+
+/** An error with a stable code; the gateway turns it into an OIP error body. */
+export class FairwayError extends Error {
+  readonly code: ErrorCode
+  readonly statusCode: number
+  /** Extra machine-readable fields for the response body (e.g. the list of config problems). */
+  readonly details: unknown
+
+  constructor (code: ErrorCode, args: ReadonlyArray<string | number> = [], details?: unknown) {
+    const spec: ErrorSpec = ERRORS[code]
+    let i = 0
+    super(spec.message.replace(/%s/g, () => String(args[i++] ?? '')))
+    this.name = 'FairwayError'
+    this.code = code
+    this.statusCode = spec.status
+    this.details = details
+  }
+}
+
+export function fwError (code: ErrorCode, ...args: Array<string | number>): FairwayError {
+  return new FairwayError(code, args)
+}

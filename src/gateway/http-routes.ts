@@ -1,0 +1,164 @@
+// The Open Inference Protocol v2 HTTP surface on a uWS app: health, server and
+// model metadata, and inference. Authentication and routing come from the
+// tenant registry; admission from the shared counters; execution from the
+// per-class schedulers.
+
+import { performance } from 'node:perf_hooks'
+import type { HttpRequest, HttpResponse, TemplatedApp } from '@trufflesuite/uws-js-unofficial'
+import type { TenantCounters } from '../admission/tenant-counters.js'
+import type { Route, TenantRegistry } from '../control-plane/registry.js'
+import { FairwayError, fwError } from '../errors.js'
+import type { ClassScheduler, Job } from '../scheduling/class-scheduler.js'
+import { readBody } from './body-reader.js'
+import { JSON_TYPE, MSGPACK_TYPE, send, sendError, sendValue, type Exchange } from './http-reply.js'
+import { decodeMsgpack, encodeJsonResponse, modelMetadata, msgpackResponse, parseInferRequest } from './oip-codec.js'
+
+export interface GatewayState {
+  ready: boolean
+  draining: boolean
+}
+
+export interface GatewayDeps {
+  readonly registry: TenantRegistry
+  readonly counters: TenantCounters
+  readonly schedulers: ReadonlyMap<string, ClassScheduler>
+  readonly state: GatewayState
+  readonly version: string
+}
+
+function exchange (res: HttpResponse, req: HttpRequest): Exchange {
+  const ex: Exchange = { res, aborted: false, msgpack: req.getHeader('accept').includes(MSGPACK_TYPE) }
+  // Must be attached before any await/async continuation: uWS frees `res`
+  // when the client goes away, and writing to it afterwards is a crash.
+  res.onAborted(() => { ex.aborted = true })
+  return ex
+}
+
+export function registerRoutes (app: TemplatedApp, deps: GatewayDeps): void {
+  const { registry, counters, schedulers, state } = deps
+  const maxBody = registry.config.server.maxBodyBytes
+
+  app.get('/v2/health/live', (res, req) => {
+    sendValue(exchange(res, req), 200, { live: true })
+  })
+  app.get('/v2/health/ready', (res, req) => {
+    const ok = state.ready && !state.draining
+    sendValue(exchange(res, req), ok ? 200 : 503, { ready: ok })
+  })
+  app.get('/v2', (res, req) => {
+    sendValue(exchange(res, req), 200, { name: 'fairway', version: deps.version, extensions: ['model_repository_tenancy'] })
+  })
+
+  const metadata = (withVersion: boolean, readyOnly: boolean) => (res: HttpResponse, req: HttpRequest): void => {
+    const ex = exchange(res, req)
+    try {
+      const tenant = registry.authenticate(req.getHeader('authorization'))
+      const route = registry.resolve(tenant, req.getParameter(0) ?? '', withVersion ? req.getParameter(1) ?? '' : null)
+      if (readyOnly) sendValue(ex, state.ready ? 200 : 503, { name: route.model.id, version: route.version.version, ready: state.ready })
+      else sendValue(ex, 200, modelMetadata(route.model, route.version.version))
+    } catch (err) {
+      sendError(ex, err)
+    }
+  }
+  app.get('/v2/models/:model', metadata(false, false))
+  app.get('/v2/models/:model/ready', metadata(false, true))
+  app.get('/v2/models/:model/versions/:version', metadata(true, false))
+  app.get('/v2/models/:model/versions/:version/ready', metadata(true, true))
+
+  const infer = (withVersion: boolean) => (res: HttpResponse, req: HttpRequest): void => {
+    const arrived = performance.now()
+    const ex = exchange(res, req)
+    // Everything read from `req` must be read now: it is invalid after return.
+    const contentType = req.getHeader('content-type')
+    const auth = req.getHeader('authorization')
+    const headerTimeout = req.getHeader('x-request-timeout-ms')
+    const modelId = req.getParameter(0) ?? ''
+    const version = withVersion ? req.getParameter(1) ?? '' : null
+    let isMsgpack = false
+    if (contentType === '' || contentType.startsWith(JSON_TYPE)) isMsgpack = false
+    else if (contentType.startsWith(MSGPACK_TYPE) || contentType.startsWith('application/x-msgpack')) isMsgpack = true
+    else {
+      sendError(ex, fwError('FW_ERR_BODY_MEDIA_TYPE', contentType), true)
+      return
+    }
+    if (isMsgpack) ex.msgpack = true
+    if (state.draining) {
+      sendError(ex, fwError('FW_ERR_SERVER_DRAINING'), true)
+      return
+    }
+    let route: Route
+    try {
+      route = registry.resolve(registry.authenticate(auth), modelId, version)
+    } catch (err) {
+      // The body is not read; close so the rest of it cannot be taken for a request.
+      sendError(ex, err, true)
+      return
+    }
+    readBody(res, maxBody, (err, body) => {
+      if (err !== null) { sendError(ex, err, true); return }
+      if (ex.aborted) return
+      try {
+        admitAndEnqueue(ex, route, body, isMsgpack, headerTimeout, arrived)
+      } catch (e) {
+        sendError(ex, e)
+      }
+    })
+  }
+
+  function admitAndEnqueue (ex: Exchange, route: Route, body: Buffer, isMsgpack: boolean, headerTimeout: string, arrived: number): void {
+    let decoded: unknown
+    try {
+      decoded = isMsgpack ? decodeMsgpack(body) : JSON.parse(body.toString('utf8'))
+    } catch {
+      throw fwError('FW_ERR_BODY_MALFORMED', isMsgpack ? 'MessagePack' : 'JSON')
+    }
+    const request = parseInferRequest(decoded, route.model)
+    const tenant = route.tenant
+    // The client may lower its timeout budget, never raise it.
+    let budget = tenant.config.limits.timeoutMs
+    if (headerTimeout !== '') {
+      const h = Number(headerTimeout)
+      if (!Number.isFinite(h) || h <= 0) throw fwError('FW_ERR_INFER_INPUT_INVALID', 'x-request-timeout-ms must be a positive number')
+      budget = Math.min(budget, h)
+    }
+    if (request.timeoutMs !== null) budget = Math.min(budget, request.timeoutMs)
+
+    const slot = tenant.slot
+    if (!counters.tryAcquire(slot)) throw fwError('FW_ERR_ADMISSION_TENANT_CONCURRENCY', tenant.config.limits.concurrency)
+    const scheduler = schedulers.get(route.serviceClass.id)
+    if (scheduler === undefined) {
+      counters.release(slot)
+      throw fwError('FW_ERR_INTERNAL')
+    }
+    const outDim = route.model.output.shape[1] ?? 0
+    const job: Job = {
+      route,
+      rows: request.rows,
+      input: request.data,
+      enqueuedAt: arrived,
+      deadline: arrived + budget,
+      // The scheduler calls done exactly once; the slot is released here and
+      // only here, whatever the outcome (success, error, deadline, abort).
+      done (err: FairwayError | null, output: Float32Array | null, offsetRows: number): void {
+        counters.release(slot)
+        if (err !== null || output === null) { sendError(ex, err ?? fwError('FW_ERR_INTERNAL')); return }
+        if (ex.aborted) return
+        const mine = output.subarray(offsetRows * outDim, (offsetRows + request.rows) * outDim)
+        if (ex.msgpack) send(ex, 200, msgpackResponse(route.model, route.version.version, request.id, request.rows, mine), MSGPACK_TYPE)
+        else send(ex, 200, encodeJsonResponse(route.model, route.version.version, request.id, request.rows, mine), JSON_TYPE)
+      },
+    }
+    scheduler.enqueue(job)
+  }
+
+  app.post('/v2/models/:model/infer', infer(false))
+  app.post('/v2/models/:model/versions/:version/infer', infer(true))
+
+  app.any('/*', (res, req) => {
+    const ex = exchange(res, req)
+    const method = req.getMethod().toUpperCase()
+    const url = req.getUrl()
+    const known = /^\/v2(\/health\/(live|ready)|\/models\/[^/]+(\/versions\/[^/]+)?(\/ready|\/infer)?)?$/.test(url)
+    sendError(ex, known ? fwError('FW_ERR_METHOD_NOT_ALLOWED', method) : fwError('FW_ERR_ROUTE_NOT_FOUND', `${method} ${url}`))
+  })
+}
