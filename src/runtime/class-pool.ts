@@ -40,7 +40,16 @@ export class ClassPool {
       idleTimeout: Number.MAX_SAFE_INTEGER,
       workerData: init,
     })
+    // Piscina also emits a worker's start-up or crash error on the pool; with
+    // no listener that would be an uncaught exception. Start-up failures reach
+    // start() through the ping tasks; later crashes fail their batch (the
+    // scheduler answers those requests) and Piscina replaces the thread.
+    this.piscina.on('error', (err: unknown) => {
+      if (this.started) console.error(`fairway: worker of class ${serviceClass.id} failed: ${err instanceof Error ? err.message : String(err)}`)
+    })
   }
+
+  private started = false
 
   get capacity (): number {
     return this.serviceClass.workers
@@ -51,7 +60,9 @@ export class ClassPool {
     const pings: Array<Promise<PingResult>> = []
     for (let i = 0; i < this.serviceClass.workers; i++) pings.push(this.piscina.run({ ping: true }) as Promise<PingResult>)
     try {
-      return await Promise.all(pings)
+      const res = await Promise.all(pings)
+      this.started = true
+      return res
     } catch (err) {
       throw workerError(err, 'FW_ERR_RUNTIME_MODEL_LOAD')
     }

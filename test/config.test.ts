@@ -1,0 +1,90 @@
+// The platform config: validation names the bad field and why, the CLI prints
+// the same problems, and the server refuses to start on an invalid file.
+
+import t from 'tap'
+import { spawnSync } from 'node:child_process'
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { checkConfig, checkConfigFile } from '../src/control-plane/load-config.js'
+import { demoRaw, DEMO_CONFIG_FILE, ROOT } from './helpers/server.js'
+import { dirname } from 'node:path'
+
+const base = dirname(DEMO_CONFIG_FILE)
+
+function problems (mutate: (raw: Record<string, any>) => void): Array<{ path: string, message: string }> {
+  const raw = demoRaw()
+  mutate(raw)
+  const res = checkConfig(raw, base)
+  return res.ok ? [] : [...res.problems]
+}
+
+t.test('the demo config is valid and covers all four tiers', async (t) => {
+  const res = checkConfigFile(DEMO_CONFIG_FILE)
+  t.ok(res.ok)
+  if (!res.ok) return
+  t.same(new Set([...res.config.tenants.values()].map((x) => x.tier)), new Set(['shared', 'premium_shared', 'semi_isolated', 'dedicated']))
+  t.equal(res.config.models.size, 3)
+  const acme = res.config.tenants.get('acme')
+  t.equal(acme?.models.get('tiny-classifier'), '1', '"default" resolves to the model default version')
+})
+
+t.test('each bad field is named with the reason', async (t) => {
+  const cases: Array<[string, (r: Record<string, any>) => void, string, RegExp]> = [
+    ['plaintext key', (r) => { r.tenants.acme.apiKeys = ['secret'] }, '$.tenants.acme.apiKeys[0]', /sha256/],
+    ['unknown tier', (r) => { r.tenants.acme.tier = 'gold' }, '$.tenants.acme.tier', /one of shared, premium_shared/],
+    ['unknown queue class', (r) => { r.tenants.acme.queueClass = 'vip' }, '$.tenants.acme.queueClass', /names no service class/],
+    ['dedicated class for shared tenant', (r) => { r.tenants.globex.queueClass = 'dedicated-wayne' }, '$.tenants.globex.queueClass', /dedicated/],
+    ['unknown model for tenant', (r) => { r.tenants.acme.models.gpt = '1' }, '$.tenants.acme.models.gpt', /names no model/],
+    ['unknown version for tenant', (r) => { r.tenants.acme.models.ranker = '7' }, '$.tenants.acme.models.ranker', /version of ranker/],
+    ['negative concurrency', (r) => { r.tenants.acme.limits.concurrency = -1 }, '$.tenants.acme.limits.concurrency', />= 1/],
+    ['missing timeout', (r) => { delete r.tenants.acme.limits.timeoutMs }, '$.tenants.acme.limits.timeoutMs', /required/],
+    ['typo field', (r) => { r.tenants.acme.limts = {} }, '$.tenants.acme.limts', /unknown field/],
+    ['same key twice', (r) => { r.tenants.globex.apiKeys = r.tenants.acme.apiKeys }, '$.tenants.globex.apiKeys[0]', /also given to tenant acme/],
+    ['bad cpus', (r) => { r.serviceClasses.shared.cpus = [] }, '$.serviceClasses.shared.cpus', /non-empty array/],
+    ['bad device', (r) => { r.serviceClasses.shared.device = 'tpu' }, '$.serviceClasses.shared.device', /one of cpu, cuda/],
+    ['model pinned to unknown class', (r) => { r.models.ranker.serviceClass = 'gpu' }, '$.models.ranker.serviceClass', /names no service class/],
+    ['bad default version', (r) => { r.models.ranker.defaultVersion = '3' }, '$.models.ranker.defaultVersion', /names no version/],
+    ['bad input shape', (r) => { r.models.ranker.input.shape = [256] }, '$.models.ranker.input.shape', /\[-1, N\]/],
+    ['missing artifact file', (r) => { r.models.ranker.versions['1'].artifact = 'nope/model.onnx' }, '$.models.ranker.versions.1.artifact', /does not exist/],
+    ['rows over batch', (r) => { r.models.ranker.batching = { maxBatchSize: 4, maxRowsPerRequest: 8 } }, '$.models.ranker.batching.maxRowsPerRequest', /<= maxBatchSize/],
+  ]
+  for (const [name, mutate, path, why] of cases) {
+    const p = problems(mutate)
+    const hit = p.find((x) => x.path === path)
+    t.ok(hit, `${name}: reported at ${path} (got ${JSON.stringify(p)})`)
+    t.match(hit?.message ?? '', why, `${name}: says why`)
+  }
+})
+
+t.test('all problems are reported at once', async (t) => {
+  const p = problems((r) => { r.tenants.acme.tier = 'x'; r.tenants.globex.limits.burst = 0; r.server.port = 70000 })
+  t.equal(p.length, 3)
+})
+
+t.test('fairway config check prints the problems and exits 1; start refuses', async (t) => {
+  const dir = t.testdir({})
+  const bad = demoRaw()
+  bad.tenants.acme.tier = 'gold'
+  bad.modelRepository = join(ROOT, 'models')
+  const file = join(dir, 'bad.json')
+  writeFileSync(file, JSON.stringify(bad))
+  const cli = join(ROOT, 'bin', 'fairway.js')
+  const check = spawnSync(process.execPath, [cli, 'config', 'check', file], { encoding: 'utf8' })
+  t.equal(check.status, 1)
+  t.match(check.stderr, /\$\.tenants\.acme\.tier: must be one of/)
+  const ok = spawnSync(process.execPath, [cli, 'config', 'check', DEMO_CONFIG_FILE], { encoding: 'utf8' })
+  t.equal(ok.status, 0)
+  t.match(ok.stdout, /ok \(5 tenants, 3 models/)
+  const start = spawnSync(process.execPath, [cli, 'start', '--config', file, '--port', '0'], { encoding: 'utf8', timeout: 20_000 })
+  t.equal(start.status, 1, 'server refuses to start')
+  t.match(start.stderr, /FW_ERR_CONFIG_INVALID[\s\S]*\$\.tenants\.acme\.tier/)
+  writeFileSync(join(dir, 'broken.json'), '{ not json')
+  const broken = spawnSync(process.execPath, [cli, 'config', 'check', join(dir, 'broken.json')], { encoding: 'utf8' })
+  t.equal(broken.status, 1)
+  t.match(broken.stderr, /not valid JSON/)
+})
+
+t.test('fairway keys hash gives the stored form', async (t) => {
+  const r = spawnSync(process.execPath, [join(ROOT, 'bin', 'fairway.js'), 'keys', 'hash', 'fw_demo_acme_premium'], { encoding: 'utf8' })
+  t.equal(r.stdout.trim(), demoRaw().tenants.acme.apiKeys[0])
+})

@@ -1,0 +1,111 @@
+// Admission seed, pinning, GPU-class errors and graceful shutdown, on a real
+// server and a real CLI process.
+
+import t from 'tap'
+import { spawn } from 'node:child_process'
+import { join } from 'node:path'
+import { Worker } from 'node:worker_threads'
+import { TenantCounters } from '../src/admission/tenant-counters.js'
+import { loadAffinity } from '../src/runtime/affinity.js'
+import { call, demoRaw, inferBody, KEYS, ROOT, start } from './helpers/server.js'
+import { sampleInput } from './helpers/reference.js'
+
+t.test('a tenant over its concurrency cap gets 429 at once, and slots come back', async (t) => {
+  const raw = demoRaw()
+  raw.tenants.initech.limits.concurrency = 1
+  const { server, url } = await start(raw)
+  t.teardown(() => server.close())
+  const initech = server.registry.tenantById('initech')
+  if (initech === undefined) throw new Error('no initech')
+  const body = inferBody('input', 1, 64, sampleInput(64, 1, 3))
+  // Occupy the only slot as another gateway thread would (the counters are shared memory).
+  t.ok(server.counters.tryAcquire(initech.slot))
+  const over = await call(url, '/v2/models/tiny-classifier/infer', { key: KEYS.initech, body })
+  t.equal(over.status, 429)
+  t.equal(over.json.code, 'FW_ERR_ADMISSION_TENANT_CONCURRENCY')
+  t.equal(server.counters.rejected(initech.slot), 1)
+  const other = await call(url, '/v2/models/tiny-classifier/infer', { key: KEYS.globex, body })
+  t.equal(other.status, 200, 'another tenant is unaffected')
+  server.counters.release(initech.slot)
+  const ok = await call(url, '/v2/models/tiny-classifier/infer', { key: KEYS.initech, body })
+  t.equal(ok.status, 200)
+
+  // A burst: every request is either served or refused with 429, never lost,
+  // and every admitted one gives its slot back.
+  const replies = await Promise.all(Array.from({ length: 40 }, () => call(url, '/v2/models/tiny-classifier/infer', { key: KEYS.initech, body })))
+  const statuses = new Set(replies.map((r) => r.status))
+  t.ok([...statuses].every((s) => s === 200 || s === 429), `only 200/429 (${[...statuses].join(',')})`)
+  t.ok(replies.some((r) => r.status === 200))
+  for (const tn of server.registry.tenants) t.equal(server.counters.inflight(tn.slot), 0, `${tn.config.id}: in-flight back to 0`)
+})
+
+t.test('concurrent acquirers on several threads never overshoot the cap', async (t) => {
+  const counters = new TenantCounters(1)
+  const cap = 3
+  counters.setCap(0, cap)
+  const probe = new SharedArrayBuffer(8) // [holders, violations]
+  const code = `
+    const { workerData } = require('node:worker_threads')
+    const cells = new Int32Array(workerData.counters)
+    const probe = new Int32Array(workerData.probe)
+    for (let i = 0; i < 200000; i++) {
+      // Same CAS protocol as TenantCounters.tryAcquire (INFLIGHT=0, CAP=1).
+      let got = false
+      for (;;) {
+        const cur = Atomics.load(cells, 0)
+        if (cur >= Atomics.load(cells, 1)) break
+        if (Atomics.compareExchange(cells, 0, cur, cur + 1) === cur) { got = true; break }
+      }
+      if (!got) continue
+      if (Atomics.add(probe, 0, 1) + 1 > ${cap}) Atomics.add(probe, 1, 1)
+      Atomics.sub(probe, 0, 1)
+      Atomics.sub(cells, 0, 1)
+    }`
+  await Promise.all([0, 1, 2, 3].map(() => new Promise<void>((resolve, reject) => {
+    const w = new Worker(code, { eval: true, workerData: { counters: counters.buffer, probe } })
+    w.on('exit', () => { resolve() })
+    w.on('error', reject)
+  })))
+  t.equal(new Int32Array(probe)[1], 0, 'never more holders than the cap')
+  t.equal(counters.inflight(0), 0)
+})
+
+t.test('workers are pinned to their class CPU set', async (t) => {
+  t.ok(loadAffinity() !== null, 'the native addon is built')
+  const { server } = await start()
+  t.teardown(() => server.close())
+  const byClass = new Map([...server.schedulers.values()].map((s) => [s.pool.serviceClass.id, s.pool.serviceClass.cpus]))
+  t.equal(server.workers.length, 5)
+  for (const w of server.workers) t.same(w.affinity, byClass.get(w.classId), `${w.classId} worker pinned to ${JSON.stringify(byClass.get(w.classId))}`)
+})
+
+t.test('a GPU class fails to start with a clear error where CUDA is absent', async (t) => {
+  const raw = demoRaw()
+  raw.serviceClasses.heavy.device = 'cuda'
+  raw.serviceClasses.heavy.deviceId = 0
+  await t.rejects(start(raw), { code: 'FW_ERR_RUNTIME_PROVIDER_UNAVAILABLE', message: /CUDA device 0/ })
+})
+
+t.test('SIGTERM drains in-flight requests, closes the socket and exits 0', async (t) => {
+  const child = spawn(process.execPath, [join(ROOT, 'bin', 'fairway.js'), 'start', '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  const port = await new Promise<number>((resolve, reject) => {
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString()
+      const m = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(out)
+      if (m !== null) resolve(Number(m[1]))
+    })
+    child.on('exit', (c) => { reject(new Error(`exited ${c}: ${out}`)) })
+  })
+  const url = `http://127.0.0.1:${port}`
+  const body = inferBody('input', 8, 128, sampleInput(128, 8, 1))
+  const inflight = Array.from({ length: 6 }, () => call(url, '/v2/models/heavy-encoder/infer', { key: KEYS.acme, body }))
+  await new Promise((r) => setTimeout(r, 20))
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (c) => { resolve(c) }))
+  child.kill('SIGTERM')
+  const replies = await Promise.all(inflight)
+  t.same(replies.map((r) => r.status), [200, 200, 200, 200, 200, 200], 'every in-flight request finished')
+  t.equal(await exited, 0, 'exit code 0')
+  t.match(out, /draining[\s\S]*stopped/)
+  await t.rejects(fetch(`${url}/v2/health/live`), 'listen socket closed')
+})
