@@ -16,7 +16,6 @@ export const ERRORS = {
   FW_ERR_BODY_MEDIA_TYPE: { status: 415, message: 'unsupported content type %s: use application/json or application/msgpack' },
   FW_ERR_BODY_MALFORMED: { status: 400, message: 'request body is not valid %s' },
   FW_ERR_SERVER_DRAINING: { status: 503, message: 'server is shutting down' },
-  FW_ERR_SERVER_NOT_READY: { status: 503, message: 'server is not ready' },
   FW_ERR_INTERNAL: { status: 500, message: 'internal error' },
   // --- authentication and tenancy --------------------------------------------
   FW_ERR_AUTH_MISSING: { status: 401, message: 'missing Authorization: Bearer <api key> header' },
