@@ -16,10 +16,12 @@ export const ERRORS = {
   FW_ERR_BODY_MEDIA_TYPE: { status: 415, message: 'unsupported content type %s: use application/json or application/msgpack' },
   FW_ERR_BODY_MALFORMED: { status: 400, message: 'request body is not valid %s' },
   FW_ERR_SERVER_DRAINING: { status: 503, message: 'server is shutting down' },
+  FW_ERR_WS_TOO_MANY_INFLIGHT: { status: 429, message: 'this WebSocket connection already has %s requests in flight' },
   FW_ERR_INTERNAL: { status: 500, message: 'internal error' },
   // --- authentication and tenancy --------------------------------------------
   FW_ERR_AUTH_MISSING: { status: 401, message: 'missing Authorization: Bearer <api key> header' },
   FW_ERR_AUTH_INVALID: { status: 401, message: 'API key is not valid' },
+  FW_ERR_AUTH_ADMIN_REQUIRED: { status: 403, message: 'this endpoint needs an operator (admin) token' },
   FW_ERR_MODEL_NOT_FOUND: { status: 404, message: 'unknown model %s' },
   FW_ERR_MODEL_VERSION_NOT_FOUND: { status: 404, message: 'unknown version %s' },
   FW_ERR_MODEL_FORBIDDEN: { status: 403, message: 'model %s is not enabled for this tenant' },
@@ -31,7 +33,10 @@ export const ERRORS = {
   FW_ERR_INFER_ELEMENT_COUNT: { status: 400, message: '%s' },
   FW_ERR_INFER_BATCH_TOO_LARGE: { status: 400, message: '%s' },
   // --- admission ---------------------------------------------------------------
+  FW_ERR_ADMISSION_TENANT_RATE: { status: 429, message: 'tenant is over its rate limit of %s requests/s (burst %s)' },
   FW_ERR_ADMISSION_TENANT_CONCURRENCY: { status: 429, message: 'tenant is at its concurrency limit of %s in-flight requests' },
+  FW_ERR_ADMISSION_TENANT_QUEUE_FULL: { status: 429, message: 'tenant already has %s requests queued (its queue-depth limit)' },
+  FW_ERR_ADMISSION_CLASS_OVERLOADED: { status: 503, message: 'service class %s is overloaded; request shed' },
   FW_ERR_DEADLINE_EXCEEDED: { status: 504, message: 'request deadline of %s ms expired before inference ran' },
   // --- runtime -----------------------------------------------------------------
   FW_ERR_RUNTIME_INFERENCE_FAILED: { status: 500, message: 'inference failed: %s' },
@@ -50,6 +55,10 @@ export class FairwayError extends Error {
   readonly statusCode: number
   /** Extra machine-readable fields for the response body (e.g. the list of config problems). */
   readonly details: unknown
+  /** Admission refusals: the machine-readable reason (tenant_rate, class_overloaded, ...). */
+  reason: string | null = null
+  /** Admission refusals: when a retry could succeed, in ms. */
+  retryAfterMs: number | null = null
 
   constructor (code: ErrorCode, args: ReadonlyArray<string | number> = [], details?: unknown) {
     const spec: ErrorSpec = ERRORS[code]

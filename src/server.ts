@@ -5,21 +5,26 @@
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { us_listen_socket } from '@trufflesuite/uws-js-unofficial'
-import { TenantCounters } from './admission/tenant-counters.js'
+import { AdmissionTable } from './admission/admission-table.js'
 import type { PlatformConfig } from './control-plane/config-types.js'
 import { TenantRegistry } from './control-plane/registry.js'
 import { registerRoutes, type GatewayState } from './gateway/http-routes.js'
+import { InferenceService } from './gateway/inference-service.js'
 import { loadUws } from './gateway/uws.js'
+import { registerWebSocket } from './gateway/ws-routes.js'
 import { affinityLoadError, loadAffinity, packageRoot } from './runtime/affinity.js'
 import { ClassPool } from './runtime/class-pool.js'
 import type { PingResult } from './runtime/worker-protocol.js'
 import { ClassScheduler } from './scheduling/class-scheduler.js'
+import { GatewayMetrics } from './telemetry/metrics.js'
 
 export interface StartOptions {
   readonly config: PlatformConfig
   /** Overrides config.server.port (0 = ephemeral). */
   readonly port?: number
   readonly host?: string
+  /** Dynamic batching across requests (default true; false only to measure its effect). */
+  readonly batching?: boolean
   /** Where start-up notices go (default: console.warn). */
   readonly warn?: (msg: string) => void
 }
@@ -28,8 +33,9 @@ export interface RunningServer {
   readonly host: string
   readonly port: number
   readonly registry: TenantRegistry
-  readonly counters: TenantCounters
+  readonly admission: AdmissionTable
   readonly schedulers: ReadonlyMap<string, ClassScheduler>
+  readonly metrics: GatewayMetrics
   /** What each worker reported at start (class, pinned CPUs, thread id). */
   readonly workers: readonly PingResult[]
   /** Stops accepting, waits for in-flight requests (up to drainTimeoutMs), closes pools. */
@@ -42,8 +48,11 @@ export async function startServer (opts: StartOptions): Promise<RunningServer> {
   const warn = opts.warn ?? ((m: string) => console.warn(m))
   const uws = loadUws()
   const registry = new TenantRegistry(opts.config)
-  const counters = new TenantCounters(registry.tenants.length)
-  for (const t of registry.tenants) counters.setCap(t.slot, t.config.limits.concurrency)
+  const admission = new AdmissionTable(registry.tenants.length, registry.classSlots.size)
+  for (const t of registry.tenants) admission.setTenantPolicy(t.slot, t.config.limits)
+  for (const [id, slot] of registry.classSlots) admission.setClassShed(slot, opts.config.serviceClasses.get(id)?.maxQueued ?? 1)
+  const weights = registry.tenants.map((t) => t.config.weight)
+  const weightOf = (flow: number): number => weights[flow] ?? 1
 
   if (loadAffinity() === null) warn(`fairway: CPU pinning disabled, workers run unpinned: ${affinityLoadError() ?? 'addon not loaded'}`)
 
@@ -54,11 +63,17 @@ export async function startServer (opts: StartOptions): Promise<RunningServer> {
     const starting: Array<Promise<PingResult[]>> = []
     for (const sc of opts.config.serviceClasses.values()) {
       const units = registry.unitsOfClass(sc.id)
-      if (units.length === 0) continue // a class no tenant routes to needs no threads
-      const pool = new ClassPool(sc, units)
+      // Workers also load the models of the classes they lend to.
+      const served = [...units, ...sc.lendTo.flatMap((id) => registry.unitsOfClass(id))]
+      if (served.length === 0) continue // a class with nothing to serve needs no threads
+      const pool = new ClassPool(sc, served)
       pools.push(pool)
-      schedulers.set(sc.id, new ClassScheduler(pool, units))
+      schedulers.set(sc.id, new ClassScheduler(pool, units, admission, registry.classSlots.get(sc.id) ?? 0, weightOf, opts.batching ?? true))
       starting.push(pool.start())
+    }
+    for (const sc of opts.config.serviceClasses.values()) {
+      const borrowers = sc.lendTo.flatMap((id) => schedulers.get(id) ?? [])
+      if (borrowers.length > 0) schedulers.get(sc.id)?.lendTo(borrowers)
     }
     // allSettled: every pool must finish starting before we can close them all.
     const results = await Promise.allSettled(starting)
@@ -73,7 +88,11 @@ export async function startServer (opts: StartOptions): Promise<RunningServer> {
 
   const state: GatewayState = { ready: false, draining: false }
   const app = uws.App()
-  registerRoutes(app, { registry, counters, schedulers, state, version: VERSION })
+  const metrics = new GatewayMetrics()
+  const service = new InferenceService(admission, schedulers, metrics)
+  // The WebSocket route is registered before the HTTP catch-all.
+  const ws = registerWebSocket(app, registry, service, () => state.draining)
+  registerRoutes(app, { registry, service, state, version: VERSION })
   const host = opts.host ?? opts.config.server.host
   const wantPort = opts.port ?? opts.config.server.port
   const listenSocket = await new Promise<us_listen_socket | false>((resolve) => {
@@ -85,6 +104,8 @@ export async function startServer (opts: StartOptions): Promise<RunningServer> {
   }
   const port = uws.us_socket_local_port(listenSocket)
   state.ready = true
+  const refresher = setInterval(() => { admission.refresh(admission.nowUs()) }, 5000)
+  refresher.unref()
 
   let closing: Promise<void> | null = null
   const close = (): Promise<void> => {
@@ -92,10 +113,13 @@ export async function startServer (opts: StartOptions): Promise<RunningServer> {
       state.draining = true
       uws.us_listen_socket_close(listenSocket)
       const until = Date.now() + opts.config.server.drainTimeoutMs
-      while (counters.totalInflight() > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 5))
+      while (admission.totalInflight() > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 5))
+      ws.closeAll()
+      clearInterval(refresher)
+      for (const s of schedulers.values()) s.stop()
       await Promise.all(pools.map((p) => p.close()))
     })()
     return closing
   }
-  return { host, port, registry, counters, schedulers, workers, close }
+  return { host, port, registry, admission, schedulers, metrics, workers, close }
 }

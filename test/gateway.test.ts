@@ -130,5 +130,5 @@ t.test('bad input gets the right status and a stable code', async (t) => {
   // The server is still healthy and no admission slot leaked.
   const ok = await call(url, path, { key: KEYS.acme, body: good })
   t.equal(ok.status, 200, 'still serving after every bad input')
-  for (const tenant of server.registry.tenants) t.equal(server.counters.inflight(tenant.slot), 0, `${tenant.config.id}: no leaked in-flight slot`)
+  for (const tenant of server.registry.tenants) t.equal(server.admission.inflight(tenant.slot), 0, `${tenant.config.id}: no leaked in-flight slot`)
 })

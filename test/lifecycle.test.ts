@@ -4,8 +4,7 @@
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import { join } from 'node:path'
-import { Worker } from 'node:worker_threads'
-import { TenantCounters } from '../src/admission/tenant-counters.js'
+import { Reject } from '../src/admission/admission-table.js'
 import { loadAffinity } from '../src/runtime/affinity.js'
 import { call, demoRaw, inferBody, KEYS, ROOT, start } from './helpers/server.js'
 import { sampleInput } from './helpers/reference.js'
@@ -18,15 +17,19 @@ t.test('a tenant over its concurrency cap gets 429 at once, and slots come back'
   const initech = server.registry.tenantById('initech')
   if (initech === undefined) throw new Error('no initech')
   const body = inferBody('input', 1, 64, sampleInput(64, 1, 3))
-  // Occupy the only slot as another gateway thread would (the counters are shared memory).
-  t.ok(server.counters.tryAcquire(initech.slot))
+  // Occupy the only slot as another gateway thread would (the table is shared memory).
+  const classSlot = server.registry.classSlots.get('shared') ?? -1
+  t.equal(server.admission.admit(initech.slot, classSlot, server.admission.nowUs()), Reject.None)
   const over = await call(url, '/v2/models/tiny-classifier/infer', { key: KEYS.initech, body })
   t.equal(over.status, 429)
   t.equal(over.json.code, 'FW_ERR_ADMISSION_TENANT_CONCURRENCY')
-  t.equal(server.counters.rejected(initech.slot), 1)
+  t.equal(server.admission.rejected(initech.slot, Reject.TenantConcurrency), 1)
+  t.equal(over.headers.get('x-fairway-reject-reason'), 'tenant_concurrency')
+  t.ok(Number(over.headers.get('retry-after')) >= 1, 'Retry-After header')
   const other = await call(url, '/v2/models/tiny-classifier/infer', { key: KEYS.globex, body })
   t.equal(other.status, 200, 'another tenant is unaffected')
-  server.counters.release(initech.slot)
+  server.admission.dequeued(initech.slot, classSlot)
+  server.admission.release(initech.slot)
   const ok = await call(url, '/v2/models/tiny-classifier/infer', { key: KEYS.initech, body })
   t.equal(ok.status, 200)
 
@@ -36,38 +39,10 @@ t.test('a tenant over its concurrency cap gets 429 at once, and slots come back'
   const statuses = new Set(replies.map((r) => r.status))
   t.ok([...statuses].every((s) => s === 200 || s === 429), `only 200/429 (${[...statuses].join(',')})`)
   t.ok(replies.some((r) => r.status === 200))
-  for (const tn of server.registry.tenants) t.equal(server.counters.inflight(tn.slot), 0, `${tn.config.id}: in-flight back to 0`)
-})
-
-t.test('concurrent acquirers on several threads never overshoot the cap', async (t) => {
-  const counters = new TenantCounters(1)
-  const cap = 3
-  counters.setCap(0, cap)
-  const probe = new SharedArrayBuffer(8) // [holders, violations]
-  const code = `
-    const { workerData } = require('node:worker_threads')
-    const cells = new Int32Array(workerData.counters)
-    const probe = new Int32Array(workerData.probe)
-    for (let i = 0; i < 200000; i++) {
-      // Same CAS protocol as TenantCounters.tryAcquire (INFLIGHT=0, CAP=1).
-      let got = false
-      for (;;) {
-        const cur = Atomics.load(cells, 0)
-        if (cur >= Atomics.load(cells, 1)) break
-        if (Atomics.compareExchange(cells, 0, cur, cur + 1) === cur) { got = true; break }
-      }
-      if (!got) continue
-      if (Atomics.add(probe, 0, 1) + 1 > ${cap}) Atomics.add(probe, 1, 1)
-      Atomics.sub(probe, 0, 1)
-      Atomics.sub(cells, 0, 1)
-    }`
-  await Promise.all([0, 1, 2, 3].map(() => new Promise<void>((resolve, reject) => {
-    const w = new Worker(code, { eval: true, workerData: { counters: counters.buffer, probe } })
-    w.on('exit', () => { resolve() })
-    w.on('error', reject)
-  })))
-  t.equal(new Int32Array(probe)[1], 0, 'never more holders than the cap')
-  t.equal(counters.inflight(0), 0)
+  for (const tn of server.registry.tenants) {
+    t.equal(server.admission.inflight(tn.slot), 0, `${tn.config.id}: in-flight back to 0`)
+    t.equal(server.admission.queued(tn.slot), 0, `${tn.config.id}: queued back to 0`)
+  }
 })
 
 t.test('workers are pinned to their class CPU set', async (t) => {

@@ -36,20 +36,26 @@ function sessionOptions (): ort.InferenceSession.SessionOptions {
 }
 
 const units = new Map<string, LoadedUnit>()
+// A class that lends workers to other classes also serves their units; units
+// of the same artifact share one session (one copy of the weights).
+const sessions = new Map<string, ort.InferenceSession>()
 for (const u of init.units) {
-  let session: ort.InferenceSession
-  try {
-    session = await ort.InferenceSession.create(u.artifact, sessionOptions())
-  } catch (err) {
-    const msg = (err as Error).message
-    if (init.device.kind === 'cuda') {
-      throw new Error(`FW_ERR_RUNTIME_PROVIDER_UNAVAILABLE: class ${init.classId} asks for CUDA device ${init.device.deviceId}, but onnxruntime's CUDA execution provider is not available here (${msg}); install onnxruntime-node with CUDA binaries or set "device": "cpu"`)
+  let session = sessions.get(u.artifact)
+  if (session === undefined) {
+    try {
+      session = await ort.InferenceSession.create(u.artifact, sessionOptions())
+    } catch (err) {
+      const msg = (err as Error).message
+      if (init.device.kind === 'cuda') {
+        throw new Error(`FW_ERR_RUNTIME_PROVIDER_UNAVAILABLE: class ${init.classId} asks for CUDA device ${init.device.deviceId}, but onnxruntime's CUDA execution provider is not available here (${msg}); install onnxruntime-node with CUDA binaries or set "device": "cpu"`)
+      }
+      throw new Error(`FW_ERR_RUNTIME_MODEL_LOAD: class ${init.classId} cannot load ${u.key} from ${u.artifact}: ${msg}`)
     }
-    throw new Error(`FW_ERR_RUNTIME_MODEL_LOAD: class ${init.classId} cannot load ${u.key} from ${u.artifact}: ${msg}`)
+    // Warm up: the first run allocates arenas and picks kernels.
+    const warm = new ort.Tensor('float32', new Float32Array(u.inputDim), [1, u.inputDim])
+    await session.run({ [u.inputName]: warm })
+    sessions.set(u.artifact, session)
   }
-  // Warm up: the first run allocates arenas and picks kernels.
-  const warm = new ort.Tensor('float32', new Float32Array(u.inputDim), [1, u.inputDim])
-  await session.run({ [u.inputName]: warm })
   units.set(u.key, { session, inputName: u.inputName, outputName: u.outputName, inputDim: u.inputDim, outputDim: u.outputDim })
 }
 

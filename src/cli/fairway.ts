@@ -11,8 +11,9 @@ import { startServer, VERSION } from '../server.js'
 const USAGE = `fairway ${VERSION}: multi-tenant ML inference server
 
 usage:
-  fairway start [--config FILE] [--host HOST] [--port PORT]
-      serve; the config defaults to $FAIRWAY_CONFIG or the demo platform
+  fairway start [--config FILE] [--host HOST] [--port PORT] [--no-batching]
+      serve; the config defaults to $FAIRWAY_CONFIG or the demo platform;
+      --no-batching sends each request as its own worker task (benchmarks only)
   fairway config check FILE
       validate a platform config; prints every problem, exits 1 if any
   fairway keys hash KEY
@@ -59,7 +60,7 @@ async function main (argv: string[]): Promise<number> {
 async function start (args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
-    options: { config: { type: 'string' }, host: { type: 'string' }, port: { type: 'string' } },
+    options: { config: { type: 'string' }, host: { type: 'string' }, port: { type: 'string' }, 'no-batching': { type: 'boolean' } },
     strict: true,
   })
   const file = values.config ?? process.env.FAIRWAY_CONFIG ?? DEMO_CONFIG
@@ -69,7 +70,12 @@ async function start (args: string[]): Promise<number> {
     port = Number(values.port)
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--port must be an integer 0..65535, got ${values.port}`)
   }
-  const server = await startServer({ config, ...(port === undefined ? {} : { port }), ...(values.host === undefined ? {} : { host: values.host }) })
+  const server = await startServer({
+    config,
+    batching: values['no-batching'] !== true,
+    ...(port === undefined ? {} : { port }),
+    ...(values.host === undefined ? {} : { host: values.host }),
+  })
   const classes = [...server.schedulers.values()].map((s) => `${s.pool.serviceClass.id}[cpus ${s.pool.serviceClass.cpus.join(',')} x${s.pool.capacity}]`)
   console.log(`fairway ${VERSION} listening on http://${server.host}:${server.port}`)
   console.log(`  config ${file}: ${config.tenants.size} tenants, ${config.models.size} models; pools ${classes.join(' ')}`)

@@ -31,6 +31,14 @@ export interface ServiceClassConfig {
   readonly device: DeviceConfig
   /** A dedicated class serves its tenants' every model, overriding model routing. */
   readonly dedicated: boolean
+  /** Shed threshold: queued requests at which the class answers 503 instead of queueing more. */
+  readonly maxQueued: number
+  /**
+   * Classes this class's idle workers may serve (work-conserving lending, as
+   * Kubernetes APF lends seats). Its own work takes the worker back at the
+   * next batch boundary. A dedicated class lends only where listed here.
+   */
+  readonly lendTo: readonly string[]
 }
 
 export interface TensorSpec {
@@ -65,15 +73,21 @@ export interface ModelConfig {
 
 export interface TenantLimits {
   readonly concurrency: number
+  /** Requests per second (GCRA); 0 means no rate limit. */
   readonly ratePerSecond: number
   readonly burst: number
   readonly queueDepth: number
   readonly timeoutMs: number
 }
 
+/** Default fair-queuing weight of each tier (a tenant may override it). */
+export const TIER_WEIGHTS: Readonly<Record<Tier, number>> = { shared: 1, premium_shared: 4, semi_isolated: 2, dedicated: 1 }
+
 export interface TenantConfig {
   readonly id: string
   readonly tier: Tier
+  /** Fair-queuing weight within its service class (default from the tier). */
+  readonly weight: number
   /** SHA-256 hex digests of the tenant's API keys; plaintext keys are never stored. */
   readonly apiKeyHashes: readonly string[]
   /** Allowed models and the version the registry selects for each. */
@@ -87,10 +101,16 @@ export interface TenantConfig {
   readonly settings: Readonly<Record<string, unknown>>
 }
 
+export interface AdminConfig {
+  /** SHA-256 hex digests of operator tokens (for /metrics and admin endpoints). */
+  readonly tokenHashes: readonly string[]
+}
+
 export interface PlatformConfig {
   /** File the config was read from (null when built in memory). */
   readonly source: string | null
   readonly server: ServerConfig
+  readonly admin: AdminConfig
   readonly serviceClasses: ReadonlyMap<string, ServiceClassConfig>
   readonly models: ReadonlyMap<string, ModelConfig>
   readonly tenants: ReadonlyMap<string, TenantConfig>

@@ -20,6 +20,8 @@ export interface Route {
   readonly model: ModelConfig
   readonly version: ModelVersionConfig
   readonly serviceClass: ServiceClassConfig
+  /** Row of the service class in the admission table. */
+  readonly classSlot: number
   /** Key of the executable unit (model version in a class) that batches this route. */
   readonly unitKey: string
 }
@@ -39,6 +41,8 @@ export class TenantRegistry {
   readonly config: PlatformConfig
   readonly tenants: readonly TenantEntry[]
   readonly units: ReadonlyMap<string, ExecutableUnit>
+  /** Service class id -> row in the admission table (config order). */
+  readonly classSlots: ReadonlyMap<string, number>
   private readonly byKeyHash = new Map<string, TenantEntry>()
   // Presented key -> tenant, so the SHA-256 runs once per key, not per request.
   private readonly keyCache = new Map<string, TenantEntry>()
@@ -47,6 +51,8 @@ export class TenantRegistry {
     this.config = config
     const units = new Map<string, ExecutableUnit>()
     const tenants: TenantEntry[] = []
+    const classSlots = new Map([...config.serviceClasses.keys()].map((id, i) => [id, i]))
+    this.classSlots = classSlots
     for (const t of config.tenants.values()) {
       const routes = new Map<string, Route>()
       const entry: TenantEntry = { config: t, slot: tenants.length, routes }
@@ -63,13 +69,19 @@ export class TenantRegistry {
           : config.serviceClasses.get(model.serviceClass) ?? tenantClass
         const unitKey = `${model.id}@${version.version}#${sc.id}`
         if (!units.has(unitKey)) units.set(unitKey, { key: unitKey, model, version, serviceClass: sc })
-        routes.set(modelId, { tenant: entry, model, version, serviceClass: sc, unitKey })
+        routes.set(modelId, { tenant: entry, model, version, serviceClass: sc, classSlot: classSlots.get(sc.id) ?? 0, unitKey })
       }
       tenants.push(entry)
       for (const h of t.apiKeyHashes) this.byKeyHash.set(h, entry)
     }
     this.tenants = tenants
     this.units = units
+  }
+
+  /** True when the bearer token is an operator (admin) token. Admin tokens never authenticate as a tenant. */
+  isAdmin (authorization: string): boolean {
+    if (authorization.slice(0, 7).toLowerCase() !== 'bearer ') return false
+    return this.config.admin.tokenHashes.includes(hashApiKey(authorization.slice(7).trim()))
   }
 
   /** Resolves `Authorization: Bearer <key>`; throws FW_ERR_AUTH_*. */

@@ -4,7 +4,7 @@
 
 import { isAbsolute, resolve } from 'node:path'
 import {
-  DATATYPES, TIERS,
+  DATATYPES, TIER_WEIGHTS, TIERS,
   type Datatype, type DeviceConfig, type ModelConfig, type ModelVersionConfig, type PlatformConfig,
   type ServiceClassConfig, type TenantConfig, type TensorSpec, type Tier,
 } from './config-types.js'
@@ -96,7 +96,7 @@ export function validateConfig (raw: unknown, opts: ValidateOptions): ValidateRe
   const c = new Checker()
   const root = c.object(raw, '$')
   if (root === null) return { ok: false, problems: c.problems }
-  c.unknownKeys(root, '$', ['$schema', 'description', 'server', 'modelRepository', 'serviceClasses', 'models', 'tenants'])
+  c.unknownKeys(root, '$', ['$schema', 'description', 'server', 'admin', 'modelRepository', 'serviceClasses', 'models', 'tenants'])
 
   const s = c.object(root.server ?? {}, '$.server') ?? {}
   c.unknownKeys(s, '$.server', ['host', 'port', 'maxBodyBytes', 'drainTimeoutMs'])
@@ -106,6 +106,10 @@ export function validateConfig (raw: unknown, opts: ValidateOptions): ValidateRe
     maxBodyBytes: c.number(s, 'maxBodyBytes', '$.server', { min: 1024, int: true, dflt: 4 * 1024 * 1024 }),
     drainTimeoutMs: c.number(s, 'drainTimeoutMs', '$.server', { min: 0, int: true, dflt: 10_000 }),
   }
+
+  const ad = c.object(root.admin ?? {}, '$.admin') ?? {}
+  c.unknownKeys(ad, '$.admin', ['tokens'])
+  const admin = { tokenHashes: keyHashes(c, ad.tokens ?? [], '$.admin.tokens', true) }
 
   const repoRaw = root.modelRepository ?? 'models'
   let repo = opts.baseDir
@@ -120,7 +124,7 @@ export function validateConfig (raw: unknown, opts: ValidateOptions): ValidateRe
     if (!ID.test(id)) c.fail(p, 'class id must match [a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}')
     const o = c.object(v, p)
     if (o === null) continue
-    c.unknownKeys(o, p, ['weight', 'cpus', 'workers', 'device', 'deviceId', 'dedicated', 'description'])
+    c.unknownKeys(o, p, ['weight', 'cpus', 'workers', 'device', 'deviceId', 'dedicated', 'maxQueued', 'lendTo', 'description'])
     const cpus = o.cpus
     let cpuList: number[] = []
     if (!Array.isArray(cpus) || cpus.length === 0 || !cpus.every((x) => Number.isInteger(x) && x >= 0 && x < 1024)) {
@@ -139,6 +143,14 @@ export function validateConfig (raw: unknown, opts: ValidateOptions): ValidateRe
       workers: c.number(o, 'workers', p, { min: 1, max: 64, int: true, dflt: 1 }),
       device,
       dedicated: c.boolean(o, 'dedicated', p, false),
+      maxQueued: c.number(o, 'maxQueued', p, { min: 1, max: 1_000_000, int: true, dflt: 1024 }),
+      lendTo: stringList(c, o.lendTo, `${p}.lendTo`),
+    })
+  }
+  for (const sc of serviceClasses.values()) {
+    sc.lendTo.forEach((to, i) => {
+      if (!serviceClasses.has(to)) c.fail(`$.serviceClasses.${sc.id}.lendTo[${i}]`, `names no service class (have: ${[...serviceClasses.keys()].join(', ')})`)
+      else if (to === sc.id) c.fail(`$.serviceClasses.${sc.id}.lendTo[${i}]`, 'a class cannot lend to itself')
     })
   }
 
@@ -202,23 +214,14 @@ export function validateConfig (raw: unknown, opts: ValidateOptions): ValidateRe
     if (!ID.test(id)) c.fail(p, 'tenant id must match [a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}')
     const o = c.object(v, p)
     if (o === null) continue
-    c.unknownKeys(o, p, ['tier', 'apiKeys', 'models', 'queueClass', 'limits', 'region', 'costCenter', 'rolloutEligible', 'settings', 'description'])
+    c.unknownKeys(o, p, ['tier', 'weight', 'apiKeys', 'models', 'queueClass', 'limits', 'region', 'costCenter', 'rolloutEligible', 'settings', 'description'])
     const tier: Tier = c.oneOf(o, 'tier', p, TIERS)
-    const keys: string[] = []
-    if (!Array.isArray(o.apiKeys) || o.apiKeys.length === 0) c.fail(`${p}.apiKeys`, 'must be a non-empty array of "sha256:<64 hex>" key hashes')
-    else {
-      o.apiKeys.forEach((k, i) => {
-        const m = typeof k === 'string' && k.startsWith('sha256:') ? k.slice(7) : null
-        if (m === null || !SHA256_HEX.test(m)) {
-          c.fail(`${p}.apiKeys[${i}]`, 'must be "sha256:<64 lowercase hex>"; store key hashes, never keys (fairway keys hash <key>)')
-          return
-        }
-        const other = seenKeys.get(m)
-        if (other !== undefined) c.fail(`${p}.apiKeys[${i}]`, `the same key is also given to tenant ${other}`)
-        seenKeys.set(m, id)
-        keys.push(m)
-      })
-    }
+    const keys = keyHashes(c, o.apiKeys, `${p}.apiKeys`, false)
+    keys.forEach((h, i) => {
+      const other = seenKeys.get(h)
+      if (other !== undefined) c.fail(`${p}.apiKeys[${i}]`, `the same key is also given to tenant ${other}`)
+      seenKeys.set(h, id)
+    })
     const queueClass = c.string(o, 'queueClass', p)
     const qc = serviceClasses.get(queueClass)
     if (queueClass !== '' && qc === undefined) c.fail(`${p}.queueClass`, `names no service class (have: ${[...serviceClasses.keys()].join(', ')})`)
@@ -242,6 +245,7 @@ export function validateConfig (raw: unknown, opts: ValidateOptions): ValidateRe
     tenants.set(id, {
       id,
       tier,
+      weight: c.number(o, 'weight', p, { min: 1, max: 1000, int: true, dflt: TIER_WEIGHTS[tier] }),
       apiKeyHashes: keys,
       models: tm,
       queueClass,
@@ -249,7 +253,7 @@ export function validateConfig (raw: unknown, opts: ValidateOptions): ValidateRe
         concurrency: c.number(l, 'concurrency', lp, { min: 1, max: 1_000_000, int: true }),
         ratePerSecond: c.number(l, 'ratePerSecond', lp, { min: 0 }),
         burst: c.number(l, 'burst', lp, { min: 1, int: true }),
-        queueDepth: c.number(l, 'queueDepth', lp, { min: 0, int: true }),
+        queueDepth: c.number(l, 'queueDepth', lp, { min: 1, int: true }),
         timeoutMs: c.number(l, 'timeoutMs', lp, { min: 1, max: 600_000, int: true }),
       },
       region: c.string(o, 'region', p),
@@ -261,7 +265,29 @@ export function validateConfig (raw: unknown, opts: ValidateOptions): ValidateRe
   if (tenants.size === 0) c.fail('$.tenants', 'must define at least one tenant')
 
   if (c.problems.length > 0) return { ok: false, problems: c.problems }
-  return { ok: true, config: { source: opts.source, server, serviceClasses, models, tenants } }
+  return { ok: true, config: { source: opts.source, server, admin, serviceClasses, models, tenants } }
+}
+
+/** Validates a list of "sha256:<hex>" key hashes; returns the hex digests. */
+function keyHashes (c: Checker, v: unknown, path: string, mayBeEmpty: boolean): string[] {
+  if (!Array.isArray(v) || (!mayBeEmpty && v.length === 0)) {
+    c.fail(path, 'must be a non-empty array of "sha256:<64 hex>" key hashes')
+    return []
+  }
+  const out: string[] = []
+  v.forEach((k, i) => {
+    const hex = typeof k === 'string' && k.startsWith('sha256:') ? k.slice(7) : null
+    if (hex === null || !SHA256_HEX.test(hex)) c.fail(`${path}[${i}]`, 'must be "sha256:<64 lowercase hex>"; store key hashes, never keys (fairway keys hash <key>)')
+    else out.push(hex)
+  })
+  return out
+}
+
+function stringList (c: Checker, v: unknown, path: string): string[] {
+  if (v === undefined) return []
+  if (Array.isArray(v) && v.every((x) => typeof x === 'string')) return v as string[]
+  c.fail(path, 'must be an array of service class ids')
+  return []
 }
 
 function tensor (c: Checker, v: unknown, path: string): TensorSpec {

@@ -58,12 +58,17 @@ export function sendError (ex: Exchange, err: unknown, close = false): void {
   const e = err instanceof FairwayError ? err : fwError('FW_ERR_INTERNAL')
   if (!(err instanceof FairwayError)) console.error('fairway: unexpected error', err)
   ex.aborted = true
-  const body = { error: e.message, code: e.code }
+  const body: Record<string, string | number> = { error: e.message, code: e.code }
+  if (e.reason !== null) body.reason = e.reason
+  if (e.retryAfterMs !== null) body.retry_after_ms = e.retryAfterMs
   const payload = ex.msgpack ? encodeMsgpack(body) : JSON.stringify(body)
   ex.res.cork(() => {
     ex.res.writeStatus(statusLine(e.statusCode))
       .writeHeader('content-type', ex.msgpack ? MSGPACK_TYPE : JSON_TYPE)
       .writeHeader('x-fairway-error-code', e.code)
+    if (e.reason !== null) ex.res.writeHeader('x-fairway-reject-reason', e.reason)
+    // Retry-After is whole seconds (RFC 9110); the body carries the ms value.
+    if (e.retryAfterMs !== null) ex.res.writeHeader('retry-after', String(Math.max(1, Math.ceil(e.retryAfterMs / 1000))))
     if (e.statusCode === 401) ex.res.writeHeader('www-authenticate', 'Bearer')
     ex.res.end(payload, close)
   })

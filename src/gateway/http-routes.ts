@@ -5,10 +5,10 @@
 
 import { performance } from 'node:perf_hooks'
 import type { HttpRequest, HttpResponse, TemplatedApp } from '@trufflesuite/uws-js-unofficial'
-import type { TenantCounters } from '../admission/tenant-counters.js'
 import type { Route, TenantRegistry } from '../control-plane/registry.js'
 import { FairwayError, fwError } from '../errors.js'
-import type { ClassScheduler, Job } from '../scheduling/class-scheduler.js'
+import { renderMetrics } from '../telemetry/metrics.js'
+import { parseClientTimeout, type InferenceService } from './inference-service.js'
 import { readBody } from './body-reader.js'
 import { JSON_TYPE, MSGPACK_TYPE, send, sendError, sendValue, type Exchange } from './http-reply.js'
 import { decodeMsgpack, encodeJsonResponse, modelMetadata, msgpackResponse, parseInferRequest } from './oip-codec.js'
@@ -20,8 +20,7 @@ export interface GatewayState {
 
 export interface GatewayDeps {
   readonly registry: TenantRegistry
-  readonly counters: TenantCounters
-  readonly schedulers: ReadonlyMap<string, ClassScheduler>
+  readonly service: InferenceService
   readonly state: GatewayState
   readonly version: string
 }
@@ -35,7 +34,7 @@ function exchange (res: HttpResponse, req: HttpRequest): Exchange {
 }
 
 export function registerRoutes (app: TemplatedApp, deps: GatewayDeps): void {
-  const { registry, counters, schedulers, state } = deps
+  const { registry, service, state } = deps
   const maxBody = registry.config.server.maxBodyBytes
 
   app.get('/v2/health/live', (res, req) => {
@@ -44,6 +43,13 @@ export function registerRoutes (app: TemplatedApp, deps: GatewayDeps): void {
   app.get('/v2/health/ready', (res, req) => {
     const ok = state.ready && !state.draining
     sendValue(exchange(res, req), ok ? 200 : 503, { ready: ok })
+  })
+  app.get('/metrics', (res, req) => {
+    const ex = exchange(res, req)
+    const auth = req.getHeader('authorization')
+    if (auth === '') { sendError(ex, fwError('FW_ERR_AUTH_MISSING')); return }
+    if (!registry.isAdmin(auth)) { sendError(ex, fwError('FW_ERR_AUTH_ADMIN_REQUIRED')); return }
+    send(ex, 200, renderMetrics(registry, service.admission, service.schedulers, service.metrics), 'text/plain; version=0.0.4')
   })
   app.get('/v2', (res, req) => {
     sendValue(exchange(res, req), 200, { name: 'fairway', version: deps.version, extensions: ['model_repository_tenancy'] })
@@ -101,6 +107,8 @@ export function registerRoutes (app: TemplatedApp, deps: GatewayDeps): void {
         admitAndEnqueue(ex, route, body, isMsgpack, headerTimeout, arrived)
       } catch (e) {
         sendError(ex, e)
+        // Admission refusals: time from arrival to response written.
+        if (e instanceof FairwayError && e.reason !== null) service.metrics.recordRefusal((performance.now() - arrived) * 1000)
       }
     })
   }
@@ -113,42 +121,12 @@ export function registerRoutes (app: TemplatedApp, deps: GatewayDeps): void {
       throw fwError('FW_ERR_BODY_MALFORMED', isMsgpack ? 'MessagePack' : 'JSON')
     }
     const request = parseInferRequest(decoded, route.model)
-    const tenant = route.tenant
-    // The client may lower its timeout budget, never raise it.
-    let budget = tenant.config.limits.timeoutMs
-    if (headerTimeout !== '') {
-      const h = Number(headerTimeout)
-      if (!Number.isFinite(h) || h <= 0) throw fwError('FW_ERR_INFER_INPUT_INVALID', 'x-request-timeout-ms must be a positive number')
-      budget = Math.min(budget, h)
-    }
-    if (request.timeoutMs !== null) budget = Math.min(budget, request.timeoutMs)
-
-    const slot = tenant.slot
-    if (!counters.tryAcquire(slot)) throw fwError('FW_ERR_ADMISSION_TENANT_CONCURRENCY', tenant.config.limits.concurrency)
-    const scheduler = schedulers.get(route.serviceClass.id)
-    if (scheduler === undefined) {
-      counters.release(slot)
-      throw fwError('FW_ERR_INTERNAL')
-    }
-    const outDim = route.model.output.shape[1] ?? 0
-    const job: Job = {
-      route,
-      rows: request.rows,
-      input: request.data,
-      enqueuedAt: arrived,
-      deadline: arrived + budget,
-      // The scheduler calls done exactly once; the slot is released here and
-      // only here, whatever the outcome (success, error, deadline, abort).
-      done (err: FairwayError | null, output: Float32Array | null, offsetRows: number): void {
-        counters.release(slot)
-        if (err !== null || output === null) { sendError(ex, err ?? fwError('FW_ERR_INTERNAL')); return }
-        if (ex.aborted) return
-        const mine = output.subarray(offsetRows * outDim, (offsetRows + request.rows) * outDim)
-        if (ex.msgpack) send(ex, 200, msgpackResponse(route.model, route.version.version, request.id, request.rows, mine), MSGPACK_TYPE)
-        else send(ex, 200, encodeJsonResponse(route.model, route.version.version, request.id, request.rows, mine), JSON_TYPE)
-      },
-    }
-    scheduler.enqueue(job)
+    service.submit(route, request, parseClientTimeout(headerTimeout), arrived, (err, out) => {
+      if (err !== null || out === null) { sendError(ex, err); return }
+      if (ex.aborted) return
+      if (ex.msgpack) send(ex, 200, msgpackResponse(route.model, route.version.version, request.id, request.rows, out), MSGPACK_TYPE)
+      else send(ex, 200, encodeJsonResponse(route.model, route.version.version, request.id, request.rows, out), JSON_TYPE)
+    })
   }
 
   app.post('/v2/models/:model/infer', infer(false))

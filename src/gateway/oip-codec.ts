@@ -64,7 +64,9 @@ export function parseInferRequest (body: unknown, model: ModelConfig): InferRequ
 function toFloat32 (data: unknown, expected: number): Float32Array {
   if (data instanceof Float32Array) {
     if (data.length !== expected) throw fwError('FW_ERR_INFER_ELEMENT_COUNT', `inputs[0].data has ${data.length} elements; shape needs ${expected}`)
-    return data
+    // msgpackr may hand out a view over the message buffer, which uWS
+    // reclaims after the callback: keep our own copy.
+    return data.slice()
   }
   if (!Array.isArray(data)) throw fwError('FW_ERR_INFER_INPUT_INVALID', 'inputs[0].data must be an array of numbers')
   const out = new Float32Array(expected)

@@ -1,0 +1,90 @@
+// The transport-independent part of an inference request: deadline budget,
+// admission, scheduling and the exactly-once release of what admission took.
+// HTTP and WebSocket both call `submit`, so every policy applies the same way
+// to a request and to a WebSocket message.
+
+import { Reject, REJECT_REASONS, type AdmissionTable } from '../admission/admission-table.js'
+import type { Route } from '../control-plane/registry.js'
+import { FairwayError, fwError } from '../errors.js'
+import type { ClassScheduler, Job } from '../scheduling/class-scheduler.js'
+import type { GatewayMetrics } from '../telemetry/metrics.js'
+import type { InferRequest } from './oip-codec.js'
+
+/** Called exactly once per admitted request; `output` is this request's rows only. */
+export type InferenceCallback = (err: FairwayError | null, output: Float32Array | null) => void
+
+export class InferenceService {
+  readonly admission: AdmissionTable
+  readonly schedulers: ReadonlyMap<string, ClassScheduler>
+  readonly metrics: GatewayMetrics
+
+  constructor (admission: AdmissionTable, schedulers: ReadonlyMap<string, ClassScheduler>, metrics: GatewayMetrics) {
+    this.admission = admission
+    this.schedulers = schedulers
+    this.metrics = metrics
+  }
+
+  /**
+   * Admits and queues one request, or throws the coded refusal. `clientTimeoutMs`
+   * (header or transport-level) and `request.timeoutMs` may lower the tenant's
+   * budget, never raise it. `arrived` is performance.now() at arrival.
+   */
+  submit (route: Route, request: InferRequest, clientTimeoutMs: number | null, arrived: number, cb: InferenceCallback): void {
+    const tenant = route.tenant
+    let budget = tenant.config.limits.timeoutMs
+    if (clientTimeoutMs !== null) budget = Math.min(budget, clientTimeoutMs)
+    if (request.timeoutMs !== null) budget = Math.min(budget, request.timeoutMs)
+    const scheduler = this.schedulers.get(route.serviceClass.id)
+    if (scheduler === undefined) throw fwError('FW_ERR_INTERNAL')
+    const slot = tenant.slot
+    const admission = this.admission
+    const verdict = admission.admit(slot, route.classSlot, admission.nowUs())
+    if (verdict !== Reject.None) throw this.refusal(verdict, route, scheduler)
+    const outDim = route.model.output.shape[1] ?? 0
+    const job: Job = {
+      flow: slot,
+      cost: 0,
+      route,
+      rows: request.rows,
+      input: request.data,
+      enqueuedAt: arrived,
+      deadline: arrived + budget,
+      // The scheduler calls done exactly once; the in-flight slot is released
+      // here and only here, whatever the outcome (success, error, deadline,
+      // client gone, worker crash).
+      done (err: FairwayError | null, output: Float32Array | null, offsetRows: number): void {
+        admission.release(slot)
+        if (err !== null || output === null) cb(err ?? fwError('FW_ERR_INTERNAL'), null)
+        else cb(null, output.subarray(offsetRows * outDim, (offsetRows + request.rows) * outDim))
+      },
+    }
+    scheduler.enqueue(job)
+  }
+
+  /** The coded error for an admission refusal, with its reason and a retry hint. */
+  private refusal (verdict: Reject, route: Route, scheduler: ClassScheduler): FairwayError {
+    const limits = route.tenant.config.limits
+    let err: FairwayError
+    let retryMs = Math.max(1, Math.round(scheduler.estimatedDrainMs()))
+    switch (verdict) {
+      case Reject.TenantRate:
+        err = fwError('FW_ERR_ADMISSION_TENANT_RATE', limits.ratePerSecond, limits.burst)
+        retryMs = Math.max(1, Math.ceil(this.admission.retryAfterUs / 1000))
+        break
+      case Reject.TenantConcurrency: err = fwError('FW_ERR_ADMISSION_TENANT_CONCURRENCY', limits.concurrency); break
+      case Reject.TenantQueueFull: err = fwError('FW_ERR_ADMISSION_TENANT_QUEUE_FULL', limits.queueDepth); break
+      default: err = fwError('FW_ERR_ADMISSION_CLASS_OVERLOADED', route.serviceClass.id)
+    }
+    err.reason = REJECT_REASONS[verdict]
+    err.retryAfterMs = retryMs
+    return err
+  }
+}
+
+/** Parses a client timeout header value; '' means none. */
+export function parseClientTimeout (value: string): number | null {
+  if (value === '') return null
+  const n = Number(value)
+  if (!Number.isFinite(n) || n <= 0) throw fwError('FW_ERR_INFER_INPUT_INVALID', 'x-request-timeout-ms must be a positive number')
+  return n
+}

@@ -1,0 +1,172 @@
+// WebSocket streaming API on the same uWS app: `GET /v2/ws` upgrades after the
+// same bearer-key check as HTTP. Each message is one OIP inference request
+// plus a client id and the model name; responses go back as they finish, so
+// they may be out of order, matched by id. MessagePack in binary frames, JSON
+// in text frames; a reply uses the frame type of its request.
+//
+// Backpressure. uWS 20.30 cannot pause reading a WebSocket, so fairway bounds
+// what a connection can hold instead:
+//   - at most MAX_INFLIGHT requests in flight per connection (more: a
+//     per-message FW_ERR_WS_TOO_MANY_INFLIGHT error);
+//   - while the connection's unsent output is over SOFT_BACKPRESSURE, new
+//     messages are parked (copied, counted in flight) and only processed on
+//     `drain`: a client that does not read gets no new work done for it;
+//   - output beyond HARD_BACKPRESSURE closes the connection (uWS
+//     closeOnBackpressureLimit).
+// So one connection holds at most MAX_INFLIGHT × maxBodyBytes of input plus
+// HARD_BACKPRESSURE of output, whatever the client does.
+
+import { performance } from 'node:perf_hooks'
+import type { TemplatedApp, WebSocket } from '@trufflesuite/uws-js-unofficial'
+import type { TenantEntry, TenantRegistry } from '../control-plane/registry.js'
+import { FairwayError, fwError } from '../errors.js'
+import { sendError, type Exchange } from './http-reply.js'
+import type { InferenceService } from './inference-service.js'
+import { decodeMsgpack, encodeMsgpack, parseInferRequest } from './oip-codec.js'
+
+export const MAX_INFLIGHT = 256
+export const SOFT_BACKPRESSURE = 256 * 1024
+export const HARD_BACKPRESSURE = 4 * 1024 * 1024
+
+/** Close codes fairway uses (see README). */
+export const CLOSE_GOING_AWAY = 1001
+
+interface Conn {
+  readonly tenant: TenantEntry
+  inflight: number
+  closed: boolean
+  /** Messages that arrived while output was over the soft limit. */
+  readonly parked: Array<{ bytes: Buffer, binary: boolean, arrived: number }>
+}
+
+export interface WsHandle {
+  /** Ends every connection with 1001 (shutdown, after in-flight work finished). */
+  closeAll (): void
+}
+
+export function registerWebSocket (app: TemplatedApp, registry: TenantRegistry, service: InferenceService, draining: () => boolean): WsHandle {
+  const sockets = new Set<WebSocket<Conn>>()
+  const maxPayload = registry.config.server.maxBodyBytes
+
+  const reply = (ws: WebSocket<Conn>, binary: boolean, value: Record<string, unknown>): void => {
+    const c = ws.getUserData()
+    if (c.closed) return
+    ws.cork(() => { ws.send(binary ? encodeMsgpack(value) : JSON.stringify(value), binary) })
+  }
+
+  const replyError = (ws: WebSocket<Conn>, binary: boolean, id: string | null, err: unknown): void => {
+    const e = err instanceof FairwayError ? err : fwError('FW_ERR_INTERNAL')
+    const body: Record<string, unknown> = { id, error: e.message, code: e.code, status: e.statusCode }
+    if (e.reason !== null) body.reason = e.reason
+    if (e.retryAfterMs !== null) body.retry_after_ms = e.retryAfterMs
+    reply(ws, binary, body)
+  }
+
+  const processMessage = (ws: WebSocket<Conn>, bytes: Buffer, binary: boolean, arrived: number): void => {
+    const c = ws.getUserData()
+    let id: string | null = null
+    try {
+      let msg: unknown
+      try {
+        msg = binary ? decodeMsgpack(bytes) : JSON.parse(bytes.toString('utf8'))
+      } catch {
+        throw fwError('FW_ERR_BODY_MALFORMED', binary ? 'MessagePack' : 'JSON')
+      }
+      if (msg === null || typeof msg !== 'object' || Array.isArray(msg)) throw fwError('FW_ERR_INFER_INPUT_INVALID', 'message must be an object')
+      const m = msg as Record<string, unknown>
+      if (typeof m.id !== 'string' || m.id === '') throw fwError('FW_ERR_INFER_INPUT_INVALID', '"id" (a non-empty string) is required on every WebSocket message')
+      id = m.id
+      if (typeof m.model !== 'string') throw fwError('FW_ERR_INFER_INPUT_INVALID', '"model" is required on every WebSocket message')
+      if (m.version !== undefined && typeof m.version !== 'string') throw fwError('FW_ERR_INFER_INPUT_INVALID', '"version" must be a string')
+      if (draining()) throw fwError('FW_ERR_SERVER_DRAINING')
+      const route = registry.resolve(c.tenant, m.model, m.version ?? null)
+      const request = parseInferRequest(m, route.model)
+      const reqId = id
+      c.inflight++
+      try {
+        service.submit(route, request, null, arrived, (err, out) => {
+          c.inflight--
+          if (err !== null || out === null) { replyError(ws, binary, reqId, err); return }
+          reply(ws, binary, {
+            id: reqId,
+            model_name: route.model.id,
+            model_version: route.version.version,
+            outputs: [{ name: route.model.output.name, datatype: 'FP32', shape: [request.rows, route.model.output.shape[1] ?? 0], data: Array.from(out) }],
+          })
+          if (!c.closed) resumeParked(ws)
+        })
+      } catch (e) {
+        c.inflight--
+        throw e
+      }
+    } catch (err) {
+      replyError(ws, binary, id, err)
+      if (err instanceof FairwayError && err.reason !== null) service.metrics.recordRefusal((performance.now() - arrived) * 1000)
+    }
+  }
+
+  const resumeParked = (ws: WebSocket<Conn>): void => {
+    const c = ws.getUserData()
+    while (c.parked.length > 0 && ws.getBufferedAmount() < SOFT_BACKPRESSURE) {
+      const p = c.parked.shift()
+      if (p === undefined) break
+      c.inflight-- // parked messages were counted in flight
+      processMessage(ws, p.bytes, p.binary, p.arrived)
+    }
+  }
+
+  app.ws<Conn>('/v2/ws', {
+    maxPayloadLength: maxPayload,
+    maxBackpressure: HARD_BACKPRESSURE,
+    closeOnBackpressureLimit: 1,
+    idleTimeout: 120,
+    upgrade: (res, req, context) => {
+      const ex: Exchange = { res, aborted: false, msgpack: false }
+      res.onAborted(() => { ex.aborted = true })
+      const key = req.getHeader('sec-websocket-key')
+      const protocol = req.getHeader('sec-websocket-protocol')
+      const extensions = req.getHeader('sec-websocket-extensions')
+      if (draining()) { sendError(ex, fwError('FW_ERR_SERVER_DRAINING'), true); return }
+      let tenant: TenantEntry
+      try {
+        tenant = registry.authenticate(req.getHeader('authorization'))
+      } catch (err) {
+        sendError(ex, err, true)
+        return
+      }
+      res.upgrade<Conn>({ tenant, inflight: 0, closed: false, parked: [] }, key, protocol, extensions, context)
+    },
+    open: (ws) => { sockets.add(ws) },
+    message: (ws, message, isBinary) => {
+      const arrived = performance.now()
+      const c = ws.getUserData()
+      if (c.inflight >= MAX_INFLIGHT) {
+        replyError(ws, isBinary, null, fwError('FW_ERR_WS_TOO_MANY_INFLIGHT', MAX_INFLIGHT))
+        return
+      }
+      if (ws.getBufferedAmount() >= SOFT_BACKPRESSURE) {
+        // The client is not reading: keep the message (the ArrayBuffer dies
+        // with this callback) and do its work only once output drains.
+        c.inflight++
+        c.parked.push({ bytes: Buffer.from(new Uint8Array(message).slice()), binary: isBinary, arrived })
+        return
+      }
+      // Decoding copies what it keeps (numbers, strings, a fresh Float32Array
+      // for the input), so the message's buffer is not retained.
+      processMessage(ws, Buffer.from(message), isBinary, arrived)
+    },
+    drain: (ws) => { resumeParked(ws) },
+    close: (ws) => {
+      const c = ws.getUserData()
+      c.closed = true
+      c.parked.length = 0
+      sockets.delete(ws)
+    },
+  })
+
+  return {
+    closeAll () {
+      for (const ws of [...sockets]) ws.end(CLOSE_GOING_AWAY, 'server shutting down')
+    },
+  }
+}
