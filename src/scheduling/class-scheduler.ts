@@ -13,7 +13,8 @@
 // Deadlines: a 1 ms sweep (running only while something is queued) answers
 // expired requests with 504 before they run; dispatch re-checks.
 // Lending: a class whose queue is empty lends its free workers to the classes
-// in its `lendTo` list: it forms a batch from the borrower's fair queue and
+// in its `lendTo` list (the one that has received the least lent time per unit
+// of class weight first): it forms a batch from the borrower's fair queue and
 // runs it on its own pool (its workers load the borrower's models too). Its
 // own work takes the worker back at the next batch boundary, because a free
 // worker always serves its own queue first.
@@ -81,11 +82,13 @@ export interface SchedulerStats {
   lentBusyMs: number
   /** Batches of this class that ran on another class's workers. */
   borrowedBatches: number
+  /** Worker time other classes lent to this one, ms. */
+  borrowedMs: number
 }
 
 export class ClassScheduler {
   readonly pool: ClassPool
-  readonly stats: SchedulerStats = { batches: 0, rows: 0, expired: 0, ownBusyMs: 0, lentBusyMs: 0, borrowedBatches: 0 }
+  readonly stats: SchedulerStats = { batches: 0, rows: 0, expired: 0, ownBusyMs: 0, lentBusyMs: 0, borrowedBatches: 0, borrowedMs: 0 }
   readonly startedAt = performance.now()
   /** Classes this one lends idle workers to, in order of preference. */
   private borrowers: ClassScheduler[] = []
@@ -196,13 +199,27 @@ export class ClassScheduler {
   private pump (): void {
     while (this.running < this.pool.capacity) {
       // Own work first: that is what takes a lent worker back.
-      let batch = this.formBatch()
-      for (let i = 0; batch === null && i < this.borrowers.length; i++) batch = (this.borrowers[i] as ClassScheduler).formBatch()
+      const batch = this.formBatch() ?? this.borrowerByShare()?.formBatch() ?? null
       if (batch === null) return
       this.run(batch)
     }
     // All own workers busy and work still waiting: ask idle lenders to help.
     if (this.queue.size > 0) for (const l of this.lenders) if (l.running < l.pool.capacity) l.schedulePump()
+  }
+
+  /**
+   * Among borrowers with queued work, the one that has received the least lent
+   * time per unit of class weight: lent capacity is shared by class weights.
+   */
+  private borrowerByShare (): ClassScheduler | null {
+    let best: ClassScheduler | null = null
+    let bestKey = Infinity
+    for (const b of this.borrowers) {
+      if (b.queue.size === 0) continue
+      const key = b.stats.borrowedMs / b.pool.serviceClass.weight
+      if (key < bestKey) { best = b; bestKey = key }
+    }
+    return best
   }
 
   /** Takes the next batch from this class's fair queue (null when empty). */
@@ -248,8 +265,12 @@ export class ClassScheduler {
       for (const job of batch.jobs) job.done(e, null, 0, null)
     }).finally(() => {
       const ms = performance.now() - t0
-      if (lent) this.stats.lentBusyMs += ms
-      else this.stats.ownBusyMs += ms
+      if (lent) {
+        this.stats.lentBusyMs += ms
+        batch.owner.stats.borrowedMs += ms
+      } else {
+        this.stats.ownBusyMs += ms
+      }
       this.running--
       this.pump()
     })
