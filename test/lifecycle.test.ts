@@ -4,6 +4,7 @@
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import { join } from 'node:path'
+import { connect } from 'node:net'
 import { Reject } from '../src/admission/admission-table.js'
 import { loadAffinity } from '../src/runtime/affinity.js'
 import { call, demoRaw, inferBody, KEYS, ROOT, start } from './helpers/server.js'
@@ -43,6 +44,56 @@ t.test('a tenant over its concurrency cap gets 429 at once, and slots come back'
     t.equal(server.admission.inflight(tn.slot), 0, `${tn.config.id}: in-flight back to 0`)
     t.equal(server.admission.queued(tn.slot), 0, `${tn.config.id}: queued back to 0`)
   }
+})
+
+t.test('chaos: clients vanishing mid-body and mid-inference leave every counter at zero', async (t) => {
+  const { server, url } = await start()
+  t.teardown(() => server.close())
+  const port = server.port
+  const half = JSON.stringify(inferBody('input', 1, 64, sampleInput(64, 1, 9))).slice(0, 100)
+  // 20 clients send headers and half a body, then disconnect.
+  await Promise.all(Array.from({ length: 20 }, () => new Promise<void>((resolve) => {
+    const sock = connect(port, '127.0.0.1', () => {
+      sock.write(`POST /v2/models/tiny-classifier/infer HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${KEYS.acme}\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n${half}`)
+      setTimeout(() => { sock.destroy(); resolve() }, 20)
+    })
+  })))
+  // 10 clients whose heavy requests are queued or running when they abort.
+  const aborts = Array.from({ length: 10 }, async () => {
+    const ac = new AbortController()
+    const p = fetch(`${url}/v2/models/heavy-encoder/infer`, { method: 'POST', signal: ac.signal, headers: { authorization: `Bearer ${KEYS.acme}`, 'content-type': 'application/json' }, body: JSON.stringify(inferBody('input', 8, 128, sampleInput(128, 8, 3))) })
+    setTimeout(() => { ac.abort() }, 5)
+    await p.catch(() => undefined)
+  })
+  await Promise.all(aborts)
+  // Let the aborted-but-queued work finish and the disconnects be noticed.
+  for (let i = 0; i < 100 && server.admission.totalInflight() > 0; i++) await new Promise((r) => setTimeout(r, 20))
+  for (const tn of server.registry.tenants) {
+    t.equal(server.admission.inflight(tn.slot), 0, `${tn.config.id}: in flight 0`)
+    t.equal(server.admission.queued(tn.slot), 0, `${tn.config.id}: queued 0`)
+  }
+  const ok = await call(url, '/v2/models/tiny-classifier/infer', { key: KEYS.acme, body: inferBody('input', 1, 64, sampleInput(64, 1, 1)) })
+  t.equal(ok.status, 200, 'still serving')
+
+  // A worker killed while it runs a batch: its requests fail with a coded
+  // 500, the slots come back, and Piscina's replacement worker serves again.
+  const heavy = server.schedulers.get('heavy')
+  if (heavy === undefined) throw new Error('no heavy class')
+  const body = inferBody('input', 8, 128, sampleInput(128, 8, 3))
+  const inflight = Array.from({ length: 6 }, () => call(url, '/v2/models/heavy-encoder/infer', { key: KEYS.acme, body }))
+  await new Promise((r) => setTimeout(r, 10))
+  const [worker] = heavy.pool.piscina.threads
+  await worker?.terminate()
+  const replies = await Promise.all(inflight)
+  t.ok(replies.every((r) => r.status === 200 || (r.status === 500 && r.json.code === 'FW_ERR_RUNTIME_INFERENCE_FAILED')), `only 200 or coded 500 (${replies.map((r) => r.status).join(',')})`)
+  t.ok(replies.some((r) => r.status === 500), 'the killed batch failed visibly')
+  for (const tn of server.registry.tenants) t.equal(server.admission.inflight(tn.slot), 0, `${tn.config.id}: in flight 0 after the worker kill`)
+  let after = await call(url, '/v2/models/heavy-encoder/infer', { key: KEYS.acme, body })
+  for (let i = 0; i < 50 && after.status !== 200; i++) {
+    await new Promise((r) => setTimeout(r, 100))
+    after = await call(url, '/v2/models/heavy-encoder/infer', { key: KEYS.acme, body })
+  }
+  t.equal(after.status, 200, 'a replacement worker serves the class again')
 })
 
 t.test('workers are pinned to their class CPU set', async (t) => {

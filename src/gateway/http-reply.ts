@@ -30,6 +30,8 @@ export interface Exchange {
   aborted: boolean
   /** Reply in MessagePack (request body or Accept asked for it). */
   msgpack: boolean
+  /** Extra work when the client goes away (e.g. give back an admission). */
+  onAbort: (() => void) | null
 }
 
 export function statusLine (status: number): string {

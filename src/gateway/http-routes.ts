@@ -6,12 +6,12 @@
 import { performance } from 'node:perf_hooks'
 import type { HttpRequest, HttpResponse, TemplatedApp } from '@trufflesuite/uws-js-unofficial'
 import type { Route, TenantRegistry } from '../control-plane/registry.js'
-import { FairwayError, fwError } from '../errors.js'
+import { fwError } from '../errors.js'
 import { renderMetrics } from '../telemetry/metrics.js'
 import { parseClientTimeout, type InferenceService } from './inference-service.js'
 import { readBody } from './body-reader.js'
 import { JSON_TYPE, MSGPACK_TYPE, send, sendError, sendValue, type Exchange } from './http-reply.js'
-import { decodeMsgpack, encodeJsonResponse, modelMetadata, msgpackResponse, parseInferRequest } from './oip-codec.js'
+import { decodeMsgpack, encodeJsonResponse, modelMetadata, msgpackResponse, parseInferRequest, type InferRequest } from './oip-codec.js'
 
 export interface GatewayState {
   ready: boolean
@@ -26,10 +26,13 @@ export interface GatewayDeps {
 }
 
 function exchange (res: HttpResponse, req: HttpRequest): Exchange {
-  const ex: Exchange = { res, aborted: false, msgpack: req.getHeader('accept').includes(MSGPACK_TYPE) }
+  const ex: Exchange = { res, aborted: false, msgpack: req.getHeader('accept').includes(MSGPACK_TYPE), onAbort: null }
   // Must be attached before any await/async continuation: uWS frees `res`
   // when the client goes away, and writing to it afterwards is a crash.
-  res.onAborted(() => { ex.aborted = true })
+  res.onAborted(() => {
+    ex.aborted = true
+    ex.onAbort?.()
+  })
   return ex
 }
 
@@ -93,40 +96,64 @@ export function registerRoutes (app: TemplatedApp, deps: GatewayDeps): void {
       return
     }
     let route: Route
+    let clientTimeout: number | null
     try {
       route = registry.resolve(registry.authenticate(auth), modelId, version)
+      clientTimeout = parseClientTimeout(headerTimeout)
     } catch (err) {
       // The body is not read; close so the rest of it cannot be taken for a request.
       sendError(ex, err, true)
       return
     }
+    // Admission before the body: a refusal costs no buffering or parsing,
+    // which is what keeps an aggressor's excess cheap. (uWS skips the unread
+    // body and keeps the connection usable.)
+    try {
+      service.admit(route)
+    } catch (err) {
+      sendError(ex, err)
+      service.metrics.recordRefusal((performance.now() - arrived) * 1000)
+      return
+    }
+    // From here this request holds one admission, given back exactly once:
+    // to the scheduler (enqueue) or by cancel (bad body, client gone).
+    let held = true
+    const giveBack = (): void => {
+      if (!held) return
+      held = false
+      service.cancel(route)
+    }
+    ex.onAbort = giveBack
     readBody(res, maxBody, (err, body) => {
-      if (err !== null) { sendError(ex, err, true); return }
-      if (ex.aborted) return
+      if (!held) return // the client went away while sending
+      if (err !== null) { giveBack(); sendError(ex, err, true); return }
+      let request: InferRequest
       try {
-        admitAndEnqueue(ex, route, body, isMsgpack, headerTimeout, arrived)
+        request = decodeInfer(body, isMsgpack, route)
       } catch (e) {
+        giveBack()
         sendError(ex, e)
-        // Admission refusals: time from arrival to response written.
-        if (e instanceof FairwayError && e.reason !== null) service.metrics.recordRefusal((performance.now() - arrived) * 1000)
+        return
       }
+      held = false
+      ex.onAbort = null
+      service.enqueue(route, request, clientTimeout, arrived, (e, out) => {
+        if (e !== null || out === null) { sendError(ex, e); return }
+        if (ex.aborted) return
+        if (ex.msgpack) send(ex, 200, msgpackResponse(route.model, route.version.version, request.id, request.rows, out), MSGPACK_TYPE)
+        else send(ex, 200, encodeJsonResponse(route.model, route.version.version, request.id, request.rows, out), JSON_TYPE)
+      })
     })
   }
 
-  function admitAndEnqueue (ex: Exchange, route: Route, body: Buffer, isMsgpack: boolean, headerTimeout: string, arrived: number): void {
+  function decodeInfer (body: Buffer, isMsgpack: boolean, route: Route): InferRequest {
     let decoded: unknown
     try {
       decoded = isMsgpack ? decodeMsgpack(body) : JSON.parse(body.toString('utf8'))
     } catch {
       throw fwError('FW_ERR_BODY_MALFORMED', isMsgpack ? 'MessagePack' : 'JSON')
     }
-    const request = parseInferRequest(decoded, route.model)
-    service.submit(route, request, parseClientTimeout(headerTimeout), arrived, (err, out) => {
-      if (err !== null || out === null) { sendError(ex, err); return }
-      if (ex.aborted) return
-      if (ex.msgpack) send(ex, 200, msgpackResponse(route.model, route.version.version, request.id, request.rows, out), MSGPACK_TYPE)
-      else send(ex, 200, encodeJsonResponse(route.model, route.version.version, request.id, request.rows, out), JSON_TYPE)
-    })
+    return parseInferRequest(decoded, route.model)
   }
 
   app.post('/v2/models/:model/infer', infer(false))

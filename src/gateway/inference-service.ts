@@ -25,21 +25,43 @@ export class InferenceService {
   }
 
   /**
-   * Admits and queues one request, or throws the coded refusal. `clientTimeoutMs`
-   * (header or transport-level) and `request.timeoutMs` may lower the tenant's
-   * budget, never raise it. `arrived` is performance.now() at arrival.
+   * Admits and queues one request, or throws the coded refusal (nothing is
+   * then held). `clientTimeoutMs` (header or transport level) and
+   * `request.timeoutMs` may lower the tenant's budget, never raise it.
+   * `arrived` is performance.now() at arrival.
    */
   submit (route: Route, request: InferRequest, clientTimeoutMs: number | null, arrived: number, cb: InferenceCallback): void {
-    const tenant = route.tenant
-    let budget = tenant.config.limits.timeoutMs
-    if (clientTimeoutMs !== null) budget = Math.min(budget, clientTimeoutMs)
-    if (request.timeoutMs !== null) budget = Math.min(budget, request.timeoutMs)
+    this.admit(route)
+    this.enqueue(route, request, clientTimeoutMs, arrived, cb)
+  }
+
+  /**
+   * The admission decision alone, before the body is read: a refused request
+   * costs no body buffering or parsing. On success the caller owns one
+   * admission and must hand it to `enqueue` or give it back with `cancel`.
+   */
+  admit (route: Route): void {
     const scheduler = this.schedulers.get(route.serviceClass.id)
     if (scheduler === undefined) throw fwError('FW_ERR_INTERNAL')
-    const slot = tenant.slot
     const admission = this.admission
-    const verdict = admission.admit(slot, route.classSlot, admission.nowUs())
+    const verdict = admission.admit(route.tenant.slot, route.classSlot, admission.nowUs())
     if (verdict !== Reject.None) throw this.refusal(verdict, route, scheduler)
+  }
+
+  /** Gives back an admission that will not be enqueued (bad body, client gone). */
+  cancel (route: Route): void {
+    this.admission.dequeued(route.tenant.slot, route.classSlot)
+    this.admission.release(route.tenant.slot)
+  }
+
+  /** Queues an admitted request; `cb` is called exactly once. */
+  enqueue (route: Route, request: InferRequest, clientTimeoutMs: number | null, arrived: number, cb: InferenceCallback): void {
+    let budget = route.tenant.config.limits.timeoutMs
+    if (clientTimeoutMs !== null) budget = Math.min(budget, clientTimeoutMs)
+    if (request.timeoutMs !== null) budget = Math.min(budget, request.timeoutMs)
+    const scheduler = this.schedulers.get(route.serviceClass.id) as ClassScheduler // checked by admit
+    const slot = route.tenant.slot
+    const admission = this.admission
     const outDim = route.model.output.shape[1] ?? 0
     const job: Job = {
       flow: slot,

@@ -121,7 +121,7 @@ export function registerWebSocket (app: TemplatedApp, registry: TenantRegistry, 
     closeOnBackpressureLimit: 1,
     idleTimeout: 120,
     upgrade: (res, req, context) => {
-      const ex: Exchange = { res, aborted: false, msgpack: false }
+      const ex: Exchange = { res, aborted: false, msgpack: false, onAbort: null }
       res.onAborted(() => { ex.aborted = true })
       const key = req.getHeader('sec-websocket-key')
       const protocol = req.getHeader('sec-websocket-protocol')

@@ -15,7 +15,8 @@ export const WORKER_FILE = join(packageRoot(), 'dist', 'workers', 'inference-wor
 
 export class ClassPool {
   readonly serviceClass: ServiceClassConfig
-  private readonly piscina: Piscina
+  /** The Piscina pool (its `threads` are what a fault injector terminates in chaos tests). */
+  readonly piscina: Piscina
 
   constructor (serviceClass: ServiceClassConfig, units: readonly ExecutableUnit[]) {
     this.serviceClass = serviceClass
