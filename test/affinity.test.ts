@@ -66,4 +66,16 @@ if (process.platform !== 'linux') {
     t.throws(() => binding.setThreadAffinity([main[0]!, 1000]), { name: 'Error', message: /offline or not allowed/ })
     t.same(binding.getThreadAffinity(), main)
   })
+
+  t.test('thread CPU time counts this thread\'s work, not sleeping', async (t) => {
+    const c0 = binding.threadCpuTimeNs()
+    await new Promise((r) => setTimeout(r, 50))
+    const slept = binding.threadCpuTimeNs() - c0
+    const c1 = binding.threadCpuTimeNs()
+    let x = 0
+    for (let i = 0; i < 2e7; i++) x += i % 7
+    const busy = binding.threadCpuTimeNs() - c1
+    t.ok(x > 0)
+    t.ok(busy > 5 * slept, `a busy loop (${(busy / 1e6).toFixed(1)} ms CPU) counts, a 50 ms sleep (${(slept / 1e6).toFixed(1)} ms CPU) barely does`)
+  })
 }

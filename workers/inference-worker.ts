@@ -64,12 +64,16 @@ export default async function run (task: InferTask | PingTask): Promise<InferRes
   const unit = units.get(task.unit)
   if (unit === undefined) throw new Error(`FW_ERR_RUNTIME_INFERENCE_FAILED: unit ${task.unit} is not loaded in class ${init.classId}`)
   const t0 = performance.now()
+  const c0 = affinity?.threadCpuTimeNs() ?? 0
   const out = await unit.session.run({ [unit.inputName]: new ort.Tensor('float32', task.input, [task.rows, unit.inputDim]) })
+  // One intra-op thread: session.run computes on this thread, so this
+  // thread's CPU time is the batch's compute. Without the addon, wall time.
   const inferenceNs = Math.round((performance.now() - t0) * 1e6)
+  const cpuNs = affinity === null ? inferenceNs : Math.round(affinity.threadCpuTimeNs() - c0)
   const tensor = out[unit.outputName]
   if (tensor === undefined) throw new Error(`FW_ERR_RUNTIME_INFERENCE_FAILED: output ${unit.outputName} missing`)
   const output = tensor.data as Float32Array
   // Outputs are small (rows × outputDim); a structured-clone copy is cheaper
   // than wrapping them for transfer.
-  return { output, inferenceNs }
+  return { output, inferenceNs, cpuNs }
 }

@@ -21,6 +21,8 @@ export interface AffinityBinding {
   getThreadAffinity(): number[]
   /** Kernel thread id (gettid) of the calling thread. */
   threadId(): number
+  /** CPU time the calling thread has used (CLOCK_THREAD_CPUTIME_ID), ns. */
+  threadCpuTimeNs(): number
 }
 
 const ADDON = join('native-bindings', 'build', 'Release', 'fairway_native.node')

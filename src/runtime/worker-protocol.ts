@@ -36,6 +36,8 @@ export interface InferResult {
   readonly output: Float32Array
   /** Wall time of session.run in the worker, in nanoseconds. */
   readonly inferenceNs: number
+  /** CPU time of the worker thread during session.run, ns (wall time when the native addon is missing). */
+  readonly cpuNs: number
 }
 
 export interface PingResult {

@@ -31,6 +31,10 @@ export interface BatchInfo {
   readonly batchRows: number
   /** Worker-measured inference time of the whole batch, ns. */
   readonly inferenceNs: number
+  /** Worker thread CPU time of the whole batch, ns. */
+  readonly cpuNs: number
+  /** Service class whose worker ran the batch (differs from the job's when lent). */
+  readonly ranOn: string
 }
 
 export interface Job {
@@ -259,7 +263,7 @@ export class ClassScheduler {
     if (lent) batch.owner.stats.borrowedBatches++
     const t0 = performance.now()
     this.pool.run({ unit: batch.unit.unit.key, rows: batch.rows, input: batch.input }).then((res) => {
-      batch.owner.complete(batch, res.output, res.inferenceNs)
+      batch.owner.complete(batch, res.output, { batchRows: batch.rows, inferenceNs: res.inferenceNs, cpuNs: res.cpuNs, ranOn: this.pool.serviceClass.id })
     }, (err: unknown) => {
       const e = workerError(err, 'FW_ERR_RUNTIME_INFERENCE_FAILED')
       for (const job of batch.jobs) job.done(e, null, 0, null)
@@ -276,11 +280,10 @@ export class ClassScheduler {
     })
   }
 
-  private complete (batch: Batch, output: Float32Array, inferenceNs: number): void {
+  private complete (batch: Batch, output: Float32Array, info: BatchInfo): void {
     const u = batch.unit
-    const measured = inferenceNs / 1000 / batch.rows
+    const measured = info.inferenceNs / 1000 / batch.rows
     u.usPerRow += EWMA * (measured - u.usPerRow)
-    const info: BatchInfo = { batchRows: batch.rows, inferenceNs }
     let r = 0
     for (const job of batch.jobs) {
       // Replace the estimate with the measured cost in the tenant's counter.
