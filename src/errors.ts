@@ -42,6 +42,9 @@ export const ERRORS = {
   FW_ERR_RUNTIME_INFERENCE_FAILED: { status: 500, message: 'inference failed: %s' },
   FW_ERR_RUNTIME_PROVIDER_UNAVAILABLE: { status: 500, message: '%s' },
   FW_ERR_RUNTIME_MODEL_LOAD: { status: 500, message: '%s' },
+  // --- cost -------------------------------------------------------------------
+  FW_ERR_COST_DISABLED: { status: 404, message: 'cost events are disabled on this server (cost.enabled is false)' },
+  FW_ERR_COST_QUERY: { status: 400, message: 'cost query failed: %s' },
   // --- start-up ------------------------------------------------------------------
   FW_ERR_CONFIG_INVALID: { status: 500, message: 'invalid platform config %s' },
   FW_ERR_UWS_FALLBACK: { status: 500, message: 'uWebSockets.js native addon did not load (%s); refusing to run on the pure-JS fallback' },

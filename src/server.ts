@@ -17,6 +17,9 @@ import { ClassPool } from './runtime/class-pool.js'
 import type { PingResult } from './runtime/worker-protocol.js'
 import { ClassScheduler } from './scheduling/class-scheduler.js'
 import { GatewayMetrics } from './telemetry/metrics.js'
+import { CapacityReporter } from './telemetry/capacity-reporter.js'
+import { CostRecorder } from './gateway/cost-recorder.js'
+import { CostPipeline } from './cost/index.js'
 
 export interface StartOptions {
   readonly config: PlatformConfig
@@ -36,6 +39,8 @@ export interface RunningServer {
   readonly admission: AdmissionTable
   readonly schedulers: ReadonlyMap<string, ClassScheduler>
   readonly metrics: GatewayMetrics
+  /** The cost pipeline (null when `cost.enabled` is false). */
+  readonly cost: CostPipeline | null
   /** What each worker reported at start (class, pinned CPUs, thread id). */
   readonly workers: readonly PingResult[]
   /** Stops accepting, waits for in-flight requests (up to drainTimeoutMs), closes pools. */
@@ -89,7 +94,20 @@ export async function startServer (opts: StartOptions): Promise<RunningServer> {
   const state: GatewayState = { ready: false, draining: false }
   const app = uws.App()
   const metrics = new GatewayMetrics()
-  const service = new InferenceService(admission, schedulers, metrics)
+  let cost: CostPipeline | null = null
+  let capacity: CapacityReporter | null = null
+  if (opts.config.cost.enabled) {
+    const cc = opts.config.cost
+    try {
+      cost = await CostPipeline.start({ backend: cc.backend, spoolDir: cc.spoolDir, batchRows: cc.batchRows, flushMs: cc.flushMs })
+    } catch (err) {
+      await Promise.all(pools.map((p) => p.close()))
+      throw err
+    }
+    capacity = new CapacityReporter(cost, opts.config.pricing, [...schedulers.values()].map((s) => s.pool.serviceClass))
+    capacity.start()
+  }
+  const service = new InferenceService(admission, schedulers, metrics, cost === null ? null : new CostRecorder(cost, opts.config.pricing))
   // The WebSocket route is registered before the HTTP catch-all.
   const ws = registerWebSocket(app, registry, service, () => state.draining)
   registerRoutes(app, { registry, service, state, version: VERSION })
@@ -99,6 +117,8 @@ export async function startServer (opts: StartOptions): Promise<RunningServer> {
     app.listen(host, wantPort, (s) => { resolve(s) })
   })
   if (listenSocket === false) {
+    await capacity?.stop()
+    await cost?.close()
     await Promise.all(pools.map((p) => p.close()))
     throw new Error(`fairway: cannot listen on ${host}:${wantPort} (address in use or not permitted)`)
   }
@@ -118,8 +138,17 @@ export async function startServer (opts: StartOptions): Promise<RunningServer> {
       clearInterval(refresher)
       for (const s of schedulers.values()) s.stop()
       await Promise.all(pools.map((p) => p.close()))
+      // Last: every answered request has emitted its event; close flushes
+      // them to ClickHouse (or leaves them in the spool for the next start).
+      try {
+        await capacity?.stop()
+      } catch (err) {
+        console.error(`fairway: last capacity record not stored: ${err instanceof Error ? err.message : String(err)}`)
+      } finally {
+        await cost?.close()
+      }
     })()
     return closing
   }
-  return { host, port, registry, admission, schedulers, metrics, workers, close }
+  return { host, port, registry, admission, schedulers, metrics, cost, workers, close }
 }

@@ -3,6 +3,7 @@
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { hashApiKey, newApiKey } from '../control-plane/api-keys.js'
+import { runCostReplay, runSql } from './cost-commands.js'
 import { checkConfigFile, loadConfigFile } from '../control-plane/load-config.js'
 import { FairwayError } from '../errors.js'
 import { packageRoot } from '../runtime/affinity.js'
@@ -20,6 +21,10 @@ usage:
       print the "sha256:..." form of an API key, for a tenant's apiKeys
   fairway keys new TENANT
       print a new random API key and its hash
+  fairway sql "<query>" [--format table|json|csv|tsv] [--data-dir DIR | --url URL]
+      query the cost store (read-only); see docs/cost.md
+  fairway cost replay --spool DIR [--data-dir DIR | --url URL]
+      insert a kept spool into a cost store, exactly once
 `
 
 export const DEMO_CONFIG = join(packageRoot(), 'config', 'demo-platform.json')
@@ -50,6 +55,10 @@ async function main (argv: string[]): Promise<number> {
       }
       break
     }
+    case 'sql': return await runSql(rest)
+    case 'cost':
+      if (rest[0] === 'replay') return await runCostReplay(rest.slice(1))
+      break
     case '--version': console.log(VERSION); return 0
     case undefined: case 'help': case '--help': case '-h': console.log(USAGE); return 0
   }

@@ -2,6 +2,8 @@
 // one JSON file. These are the validated, normalised shapes the rest of the
 // server reads; `validate-config.ts` is the only producer.
 
+import type { CostBackendConfig, PriceTable } from '../cost/index.js'
+
 export const TIERS = ['shared', 'premium_shared', 'semi_isolated', 'dedicated'] as const
 export type Tier = typeof TIERS[number]
 
@@ -68,7 +70,6 @@ export interface ModelConfig {
   readonly maxBatchSize: number
   /** Rows one request may carry. */
   readonly maxRowsPerRequest: number
-  readonly price: { readonly perComputeSecondUsd: number; readonly perRequestUsd: number }
 }
 
 export interface TenantLimits {
@@ -106,6 +107,16 @@ export interface AdminConfig {
   readonly tokenHashes: readonly string[]
 }
 
+export interface CostConfig {
+  /** Off: no cost events (tests that run several servers in one process). */
+  readonly enabled: boolean
+  readonly backend: CostBackendConfig
+  /** Durable spool of batches not yet acknowledged by ClickHouse. */
+  readonly spoolDir: string
+  readonly batchRows: number
+  readonly flushMs: number
+}
+
 export interface PlatformConfig {
   /** File the config was read from (null when built in memory). */
   readonly source: string | null
@@ -114,4 +125,7 @@ export interface PlatformConfig {
   readonly serviceClasses: ReadonlyMap<string, ServiceClassConfig>
   readonly models: ReadonlyMap<string, ModelConfig>
   readonly tenants: ReadonlyMap<string, TenantConfig>
+  /** The versioned price table every cost event is priced with. */
+  readonly pricing: PriceTable
+  readonly cost: CostConfig
 }

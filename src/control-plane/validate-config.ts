@@ -3,9 +3,10 @@
 // operator fixes a file in one pass. The server refuses to start on any problem.
 
 import { isAbsolute, resolve } from 'node:path'
+import { checkPriceCoverage, validatePriceTable, type CostBackendConfig } from '../cost/index.js'
 import {
   DATATYPES, TIER_WEIGHTS, TIERS,
-  type Datatype, type DeviceConfig, type ModelConfig, type ModelVersionConfig, type PlatformConfig,
+  type CostConfig, type Datatype, type DeviceConfig, type ModelConfig, type ModelVersionConfig, type PlatformConfig,
   type ServiceClassConfig, type TenantConfig, type TensorSpec, type Tier,
 } from './config-types.js'
 
@@ -96,7 +97,7 @@ export function validateConfig (raw: unknown, opts: ValidateOptions): ValidateRe
   const c = new Checker()
   const root = c.object(raw, '$')
   if (root === null) return { ok: false, problems: c.problems }
-  c.unknownKeys(root, '$', ['$schema', 'description', 'server', 'admin', 'modelRepository', 'serviceClasses', 'models', 'tenants'])
+  c.unknownKeys(root, '$', ['$schema', 'description', 'server', 'admin', 'modelRepository', 'serviceClasses', 'models', 'tenants', 'pricing', 'cost'])
 
   const s = c.object(root.server ?? {}, '$.server') ?? {}
   c.unknownKeys(s, '$.server', ['host', 'port', 'maxBodyBytes', 'drainTimeoutMs'])
@@ -161,7 +162,7 @@ export function validateConfig (raw: unknown, opts: ValidateOptions): ValidateRe
     if (!ID.test(id)) c.fail(p, 'model id must match [a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}')
     const o = c.object(v, p)
     if (o === null) continue
-    c.unknownKeys(o, p, ['modelClass', 'serviceClass', 'versions', 'defaultVersion', 'input', 'output', 'batching', 'price', 'description'])
+    c.unknownKeys(o, p, ['modelClass', 'serviceClass', 'versions', 'defaultVersion', 'input', 'output', 'batching', 'description'])
     const serviceClass = o.serviceClass === undefined ? null : c.string(o, 'serviceClass', p)
     if (serviceClass !== null && serviceClass !== '' && !serviceClasses.has(serviceClass)) {
       c.fail(`${p}.serviceClass`, `names no service class (have: ${[...serviceClasses.keys()].join(', ')})`)
@@ -187,8 +188,6 @@ export function validateConfig (raw: unknown, opts: ValidateOptions): ValidateRe
     const maxBatchSize = c.number(b, 'maxBatchSize', `${p}.batching`, { min: 1, max: 4096, int: true, dflt: 32 })
     const maxRowsPerRequest = c.number(b, 'maxRowsPerRequest', `${p}.batching`, { min: 1, max: 4096, int: true, dflt: maxBatchSize })
     if (maxRowsPerRequest > maxBatchSize) c.fail(`${p}.batching.maxRowsPerRequest`, 'must be <= maxBatchSize')
-    const pr = c.object(o.price ?? {}, `${p}.price`) ?? {}
-    c.unknownKeys(pr, `${p}.price`, ['perComputeSecondUsd', 'perRequestUsd'])
     models.set(id, {
       id,
       modelClass: c.string(o, 'modelClass', p),
@@ -199,10 +198,6 @@ export function validateConfig (raw: unknown, opts: ValidateOptions): ValidateRe
       output: tensor(c, o.output, `${p}.output`),
       maxBatchSize,
       maxRowsPerRequest,
-      price: {
-        perComputeSecondUsd: c.number(pr, 'perComputeSecondUsd', `${p}.price`, { min: 0, dflt: 0 }),
-        perRequestUsd: c.number(pr, 'perRequestUsd', `${p}.price`, { min: 0, dflt: 0 }),
-      },
     })
   }
 
@@ -264,8 +259,50 @@ export function validateConfig (raw: unknown, opts: ValidateOptions): ValidateRe
   }
   if (tenants.size === 0) c.fail('$.tenants', 'must define at least one tenant')
 
-  if (c.problems.length > 0) return { ok: false, problems: c.problems }
-  return { ok: true, config: { source: opts.source, server, admin, serviceClasses, models, tenants } }
+  const priced = validatePriceTable(root.pricing, '$.pricing')
+  for (const pr of priced.problems) c.fail(pr.path, pr.message)
+  if (priced.table !== null) {
+    const gaps = checkPriceCoverage(priced.table, [...models.values()].map((m) => m.modelClass), [...tenants.values()].map((t) => t.tier), '$.pricing')
+    for (const g of gaps) c.fail(g.path, g.message)
+  }
+  const cost = costConfig(c, root.cost ?? {}, opts.baseDir)
+
+  if (c.problems.length > 0 || priced.table === null) return { ok: false, problems: c.problems }
+  return { ok: true, config: { source: opts.source, server, admin, serviceClasses, models, tenants, pricing: priced.table, cost } }
+}
+
+/** `$.cost`: where cost events go. Relative directories resolve against the config file. */
+function costConfig (c: Checker, v: unknown, baseDir: string): CostConfig {
+  const p = '$.cost'
+  const o = c.object(v, p) ?? {}
+  c.unknownKeys(o, p, ['enabled', 'backend', 'dataDir', 'url', 'username', 'database', 'spoolDir', 'batchRows', 'flushMs'])
+  const dir = (key: string, dflt: string): string => {
+    const d = c.string(o, key, p, dflt)
+    return isAbsolute(d) ? d : resolve(baseDir, d)
+  }
+  const kind = c.oneOf(o, 'backend', p, ['embedded', 'http'] as const, 'embedded')
+  let backend: CostBackendConfig
+  if (kind === 'http') {
+    const url = c.string(o, 'url', p)
+    if (url !== '' && !/^https?:\/\//.test(url)) c.fail(`${p}.url`, 'must be an http:// or https:// URL')
+    // The password never sits in the config file: it comes from the environment.
+    backend = {
+      kind,
+      url,
+      username: c.string(o, 'username', p, 'default'),
+      database: c.string(o, 'database', p, 'default'),
+      ...(process.env.FAIRWAY_COST_PASSWORD === undefined ? {} : { password: process.env.FAIRWAY_COST_PASSWORD }),
+    }
+  } else {
+    backend = { kind, dataDir: dir('dataDir', 'var/cost/chdb') }
+  }
+  return {
+    enabled: c.boolean(o, 'enabled', p, true),
+    backend,
+    spoolDir: dir('spoolDir', 'var/cost/spool'),
+    batchRows: c.number(o, 'batchRows', p, { min: 1, max: 1_000_000, int: true, dflt: 20_000 }),
+    flushMs: c.number(o, 'flushMs', p, { min: 10, max: 60_000, int: true, dflt: 1000 }),
+  }
 }
 
 /** Validates a list of "sha256:<hex>" key hashes; returns the hex digests. */

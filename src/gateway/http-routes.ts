@@ -6,12 +6,15 @@
 import { performance } from 'node:perf_hooks'
 import type { HttpRequest, HttpResponse, TemplatedApp } from '@trufflesuite/uws-js-unofficial'
 import type { Route, TenantRegistry } from '../control-plane/registry.js'
-import { fwError } from '../errors.js'
+import { FairwayError, fwError } from '../errors.js'
 import { renderMetrics } from '../telemetry/metrics.js'
 import { parseClientTimeout, type InferenceService } from './inference-service.js'
 import { readBody } from './body-reader.js'
 import { JSON_TYPE, MSGPACK_TYPE, send, sendError, sendValue, type Exchange } from './http-reply.js'
 import { decodeMsgpack, encodeJsonResponse, modelMetadata, msgpackResponse, parseInferRequest, type InferRequest } from './oip-codec.js'
+
+/** Route template recorded in cost events for HTTP inference. */
+const SURFACE = 'http:/v2/models/{m}/infer'
 
 export interface GatewayState {
   ready: boolean
@@ -53,6 +56,24 @@ export function registerRoutes (app: TemplatedApp, deps: GatewayDeps): void {
     if (auth === '') { sendError(ex, fwError('FW_ERR_AUTH_MISSING')); return }
     if (!registry.isAdmin(auth)) { sendError(ex, fwError('FW_ERR_AUTH_ADMIN_REQUIRED')); return }
     send(ex, 200, renderMetrics(registry, service.admission, service.schedulers, service.metrics), 'text/plain; version=0.0.4')
+  })
+  // Read-only SQL over the cost store, for operators (ClickHouse readonly=1).
+  app.post('/v2/admin/sql', (res, req) => {
+    const ex = exchange(res, req)
+    const auth = req.getHeader('authorization')
+    const format = req.getHeader('accept').includes('text/csv') ? 'CSVWithNames' : 'JSONEachRow'
+    if (auth === '') { sendError(ex, fwError('FW_ERR_AUTH_MISSING'), true); return }
+    if (!registry.isAdmin(auth)) { sendError(ex, fwError('FW_ERR_AUTH_ADMIN_REQUIRED'), true); return }
+    const cost = service.cost
+    if (cost === null) { sendError(ex, fwError('FW_ERR_COST_DISABLED'), true); return }
+    readBody(res, 64 * 1024, (err, body) => {
+      if (err !== null) { sendError(ex, err, true); return }
+      cost.pipeline.query(body.toString('utf8'), format, { readonly: true }).then((text) => {
+        send(ex, 200, text, format === 'CSVWithNames' ? 'text/csv' : 'application/x-ndjson')
+      }, (e: unknown) => {
+        sendError(ex, fwError('FW_ERR_COST_QUERY', e instanceof Error ? e.message.split('\n')[0] ?? '' : String(e)))
+      })
+    })
   })
   app.get('/v2', (res, req) => {
     sendValue(exchange(res, req), 200, { name: 'fairway', version: deps.version, extensions: ['model_repository_tenancy'] })
@@ -109,7 +130,7 @@ export function registerRoutes (app: TemplatedApp, deps: GatewayDeps): void {
     // which is what keeps an aggressor's excess cheap. (uWS skips the unread
     // body and keeps the connection usable.)
     try {
-      service.admit(route)
+      service.admit(route, SURFACE, arrived)
     } catch (err) {
       sendError(ex, err)
       service.metrics.recordRefusal((performance.now() - arrived) * 1000)
@@ -118,26 +139,26 @@ export function registerRoutes (app: TemplatedApp, deps: GatewayDeps): void {
     // From here this request holds one admission, given back exactly once:
     // to the scheduler (enqueue) or by cancel (bad body, client gone).
     let held = true
-    const giveBack = (): void => {
+    const giveBack = (err: FairwayError | null): void => {
       if (!held) return
       held = false
-      service.cancel(route)
+      service.cancel(route, SURFACE, arrived, err)
     }
-    ex.onAbort = giveBack
+    ex.onAbort = () => { giveBack(null) }
     readBody(res, maxBody, (err, body) => {
       if (!held) return // the client went away while sending
-      if (err !== null) { giveBack(); sendError(ex, err, true); return }
+      if (err !== null) { giveBack(err); sendError(ex, err, true); return }
       let request: InferRequest
       try {
         request = decodeInfer(body, isMsgpack, route)
       } catch (e) {
-        giveBack()
+        giveBack(e instanceof FairwayError ? e : fwError('FW_ERR_INTERNAL'))
         sendError(ex, e)
         return
       }
       held = false
       ex.onAbort = null
-      service.enqueue(route, request, clientTimeout, arrived, (e, out) => {
+      service.enqueue(route, SURFACE, request, clientTimeout, arrived, (e, out) => {
         if (e !== null || out === null) { sendError(ex, e); return }
         if (ex.aborted) return
         if (ex.msgpack) send(ex, 200, msgpackResponse(route.model, route.version.version, request.id, request.rows, out), MSGPACK_TYPE)

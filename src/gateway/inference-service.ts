@@ -6,8 +6,9 @@
 import { Reject, REJECT_REASONS, type AdmissionTable } from '../admission/admission-table.js'
 import type { Route } from '../control-plane/registry.js'
 import { FairwayError, fwError } from '../errors.js'
-import type { ClassScheduler, Job } from '../scheduling/class-scheduler.js'
+import type { BatchInfo, ClassScheduler, Job } from '../scheduling/class-scheduler.js'
 import type { GatewayMetrics } from '../telemetry/metrics.js'
+import type { CostRecorder } from './cost-recorder.js'
 import type { InferRequest } from './oip-codec.js'
 
 /** Called exactly once per admitted request; `output` is this request's rows only. */
@@ -17,11 +18,14 @@ export class InferenceService {
   readonly admission: AdmissionTable
   readonly schedulers: ReadonlyMap<string, ClassScheduler>
   readonly metrics: GatewayMetrics
+  /** Null when cost events are off. */
+  readonly cost: CostRecorder | null
 
-  constructor (admission: AdmissionTable, schedulers: ReadonlyMap<string, ClassScheduler>, metrics: GatewayMetrics) {
+  constructor (admission: AdmissionTable, schedulers: ReadonlyMap<string, ClassScheduler>, metrics: GatewayMetrics, cost: CostRecorder | null) {
     this.admission = admission
     this.schedulers = schedulers
     this.metrics = metrics
+    this.cost = cost
   }
 
   /**
@@ -30,9 +34,9 @@ export class InferenceService {
    * `request.timeoutMs` may lower the tenant's budget, never raise it.
    * `arrived` is performance.now() at arrival.
    */
-  submit (route: Route, request: InferRequest, clientTimeoutMs: number | null, arrived: number, cb: InferenceCallback): void {
-    this.admit(route)
-    this.enqueue(route, request, clientTimeoutMs, arrived, cb)
+  submit (route: Route, surface: string, request: InferRequest, clientTimeoutMs: number | null, arrived: number, cb: InferenceCallback): void {
+    this.admit(route, surface, arrived)
+    this.enqueue(route, surface, request, clientTimeoutMs, arrived, cb)
   }
 
   /**
@@ -40,22 +44,30 @@ export class InferenceService {
    * costs no body buffering or parsing. On success the caller owns one
    * admission and must hand it to `enqueue` or give it back with `cancel`.
    */
-  admit (route: Route): void {
+  admit (route: Route, surface: string, arrived: number): void {
     const scheduler = this.schedulers.get(route.serviceClass.id)
     if (scheduler === undefined) throw fwError('FW_ERR_INTERNAL')
     const admission = this.admission
     const verdict = admission.admit(route.tenant.slot, route.classSlot, admission.nowUs())
-    if (verdict !== Reject.None) throw this.refusal(verdict, route, scheduler)
+    if (verdict !== Reject.None) {
+      const err = this.refusal(verdict, route, scheduler)
+      this.cost?.record(route, surface, arrived, 0, err.reason ?? 'refused', err.statusCode, null)
+      throw err
+    }
   }
 
-  /** Gives back an admission that will not be enqueued (bad body, client gone). */
-  cancel (route: Route): void {
+  /**
+   * Gives back an admission that will not be enqueued: `err` for a bad body,
+   * null when the client went away before sending all of it.
+   */
+  cancel (route: Route, surface: string, arrived: number, err: FairwayError | null): void {
     this.admission.dequeued(route.tenant.slot, route.classSlot)
     this.admission.release(route.tenant.slot)
+    this.cost?.record(route, surface, arrived, 0, err === null ? 'client_gone' : 'bad_request', err === null ? 499 : err.statusCode, null)
   }
 
   /** Queues an admitted request; `cb` is called exactly once. */
-  enqueue (route: Route, request: InferRequest, clientTimeoutMs: number | null, arrived: number, cb: InferenceCallback): void {
+  enqueue (route: Route, surface: string, request: InferRequest, clientTimeoutMs: number | null, arrived: number, cb: InferenceCallback): void {
     let budget = route.tenant.config.limits.timeoutMs
     if (clientTimeoutMs !== null) budget = Math.min(budget, clientTimeoutMs)
     if (request.timeoutMs !== null) budget = Math.min(budget, request.timeoutMs)
@@ -63,6 +75,7 @@ export class InferenceService {
     const slot = route.tenant.slot
     const admission = this.admission
     const outDim = route.model.output.shape[1] ?? 0
+    const cost = this.cost
     const job: Job = {
       flow: slot,
       cost: 0,
@@ -74,10 +87,16 @@ export class InferenceService {
       // The scheduler calls done exactly once; the in-flight slot is released
       // here and only here, whatever the outcome (success, error, deadline,
       // client gone, worker crash).
-      done (err: FairwayError | null, output: Float32Array | null, offsetRows: number): void {
+      done (err: FairwayError | null, output: Float32Array | null, offsetRows: number, batch: BatchInfo | null): void {
         admission.release(slot)
-        if (err !== null || output === null) cb(err ?? fwError('FW_ERR_INTERNAL'), null)
-        else cb(null, output.subarray(offsetRows * outDim, (offsetRows + request.rows) * outDim))
+        if (err !== null || output === null) {
+          const e = err ?? fwError('FW_ERR_INTERNAL')
+          cost?.record(route, surface, arrived, request.rows, e.reason ?? 'error', e.statusCode, null)
+          cb(e, null)
+        } else {
+          cost?.record(route, surface, arrived, request.rows, 'ok', 200, batch)
+          cb(null, output.subarray(offsetRows * outDim, (offsetRows + request.rows) * outDim))
+        }
       },
     }
     scheduler.enqueue(job)

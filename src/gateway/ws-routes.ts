@@ -28,6 +28,9 @@ export const MAX_INFLIGHT = 256
 export const SOFT_BACKPRESSURE = 256 * 1024
 export const HARD_BACKPRESSURE = 4 * 1024 * 1024
 
+/** Route template recorded in cost events for WebSocket inference. */
+const SURFACE = 'ws:/v2/ws'
+
 /** Close codes fairway uses (see README). */
 export const CLOSE_GOING_AWAY = 1001
 
@@ -80,11 +83,18 @@ export function registerWebSocket (app: TemplatedApp, registry: TenantRegistry, 
       if (m.version !== undefined && typeof m.version !== 'string') throw fwError('FW_ERR_INFER_INPUT_INVALID', '"version" must be a string')
       if (draining()) throw fwError('FW_ERR_SERVER_DRAINING')
       const route = registry.resolve(c.tenant, m.model, m.version ?? null)
-      const request = parseInferRequest(m, route.model)
+      let request
+      try {
+        request = parseInferRequest(m, route.model)
+      } catch (e) {
+        // Bad input from a known tenant is recorded like an HTTP bad request.
+        service.cost?.record(route, SURFACE, arrived, 0, 'bad_request', e instanceof FairwayError ? e.statusCode : 500, null)
+        throw e
+      }
       const reqId = id
       c.inflight++
       try {
-        service.submit(route, request, null, arrived, (err, out) => {
+        service.submit(route, SURFACE, request, null, arrived, (err, out) => {
           c.inflight--
           if (err !== null || out === null) { replyError(ws, binary, reqId, err); return }
           reply(ws, binary, {

@@ -15,8 +15,7 @@ export const WORKER_FILE = join(packageRoot(), 'dist', 'workers', 'inference-wor
 
 export class ClassPool {
   readonly serviceClass: ServiceClassConfig
-  /** The Piscina pool (its `threads` are what a fault injector terminates in chaos tests). */
-  readonly piscina: Piscina
+  private readonly piscina: Piscina
 
   constructor (serviceClass: ServiceClassConfig, units: readonly ExecutableUnit[]) {
     this.serviceClass = serviceClass

@@ -35,6 +35,8 @@ export interface BatchInfo {
   readonly cpuNs: number
   /** Service class whose worker ran the batch (differs from the job's when lent). */
   readonly ranOn: string
+  /** performance.now() when the batch left the queue. */
+  readonly dispatchedAt: number
 }
 
 export interface Job {
@@ -51,13 +53,15 @@ export interface Job {
   readonly deadline: number
   /**
    * Called exactly once. On success `output` is the whole batch output and the
-   * job's rows start at `offsetRows`; the callee copies what it needs.
+   * job's rows start at `offsetRows`; the callee copies what it needs. `batch`
+   * describes the batch the job ran in (null when it did not complete).
    */
   done (err: FairwayError | null, output: Float32Array | null, offsetRows: number, batch: BatchInfo | null): void
 }
 
 interface Batch {
   readonly owner: ClassScheduler
+  readonly dispatchedAt: number
   readonly unit: UnitState
   readonly jobs: Job[]
   readonly rows: number
@@ -253,7 +257,7 @@ export class ClassScheduler {
     for (const job of jobs) { input.set(job.input, off); off += job.input.length }
     this.stats.batches++
     this.stats.rows += rows
-    return { owner: this, unit, jobs, rows, input }
+    return { owner: this, dispatchedAt: now, unit, jobs, rows, input }
   }
 
   /** Runs a batch (own or borrowed) on this class's pool. */
@@ -263,7 +267,7 @@ export class ClassScheduler {
     if (lent) batch.owner.stats.borrowedBatches++
     const t0 = performance.now()
     this.pool.run({ unit: batch.unit.unit.key, rows: batch.rows, input: batch.input }).then((res) => {
-      batch.owner.complete(batch, res.output, { batchRows: batch.rows, inferenceNs: res.inferenceNs, cpuNs: res.cpuNs, ranOn: this.pool.serviceClass.id })
+      batch.owner.complete(batch, res.output, { batchRows: batch.rows, inferenceNs: res.inferenceNs, cpuNs: res.cpuNs, ranOn: this.pool.serviceClass.id, dispatchedAt: batch.dispatchedAt })
     }, (err: unknown) => {
       const e = workerError(err, 'FW_ERR_RUNTIME_INFERENCE_FAILED')
       for (const job of batch.jobs) job.done(e, null, 0, null)

@@ -21,8 +21,15 @@ export const KEYS = {
 
 export type RawConfig = Record<string, any>
 
+/**
+ * The demo config, with cost events off: libchdb allows one data directory
+ * per process and most test files start several servers. The cost tests
+ * turn it back on with their own directory.
+ */
 export function demoRaw (): RawConfig {
-  return JSON.parse(readFileSync(DEMO_CONFIG_FILE, 'utf8')) as RawConfig
+  const raw = JSON.parse(readFileSync(DEMO_CONFIG_FILE, 'utf8')) as RawConfig
+  raw.cost = { enabled: false }
+  return raw
 }
 
 export function configFrom (raw: RawConfig): PlatformConfig {

@@ -1,0 +1,277 @@
+// Cost pipeline benchmark, into embedded ClickHouse (chDB), spool included
+// (every batch is written and fsynced before its insert, deleted after).
+//
+//   1. emit(): request-path cost, ns per call. p50 is the mean of groups of
+//      32 calls (one clock read per group); p99 / p99.9 / max time single
+//      calls, so they include one performance.now() (~30-60 ns). Allocation:
+//      heap growth and GCs over untimed emits.
+//   2. sink throughput: events/s from the first emit until flush() resolved
+//      (everything acknowledged by ClickHouse), producer throttled to the
+//      ring so nothing is dropped. Run unpinned and under `taskset -c 0`
+//      (producer, sink thread and ClickHouse all on ONE core). CPU is split
+//      from /proc: the main thread (producer + emit) vs everything else (sink
+//      thread, ClickHouse threads, fs) = "sink CPU".
+//   3. freshness: at a steady 20k events/s, marker events are polled for
+//      with a query (through the sink, so its latency is included): time from
+//      emit to visible.
+//
+// Each case runs in its own child process (libchdb binds one data directory
+// per process). Run: npm run bench:cost  (node dist/perf/bench-cost.js)
+
+import { execFileSync, spawn } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { cpus, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { performance, PerformanceObserver } from 'node:perf_hooks'
+import { fileURLToPath } from 'node:url'
+import { CostPipeline } from '../src/cost/cost-pipeline.js'
+import type { CostEvent } from '../src/cost/cost-event.js'
+import { uuidv7 } from '../src/cost/uuidv7.js'
+
+const THROUGHPUT_EVENTS = Number(process.env.BENCH_COST_EVENTS ?? 3_000_000)
+const BATCH_ROWS = Number(process.env.BENCH_COST_BATCH ?? 100_000)
+
+function templates (n: number): CostEvent[] {
+  const out: CostEvent[] = []
+  for (let i = 0; i < n; i++) {
+    out.push({
+      event_id: '', ts_ms: 0, tenant_id: `tenant-${i % 50}`, route: i % 3 === 0 ? 'ws:/v2/models/{m}/infer' : 'http:/v2/models/{m}/infer',
+      model_id: ['tiny-classifier', 'ranker', 'heavy-encoder'][i % 3] as string, model_version: String(1 + (i % 2)), variant: 'default',
+      tier: ['shared', 'premium_shared', 'semi_isolated', 'dedicated'][i % 4] as string, service_class: ['shared', 'premium_shared', 'heavy'][i % 3] as string,
+      model_class: ['light', 'mid', 'heavy'][i % 3] as string, status: i % 20 === 0 ? 'tenant_concurrency' : 'ok', http_status: i % 20 === 0 ? 429 : 200,
+      queue_wait_ms: (i % 97) * 0.37, inference_ms: 0.01 + (i % 13) * 0.173, batch_rows: 8, rows: 1 + (i % 4), compute_seconds: (1 + (i % 4)) * 0.0000117 * (1 + (i % 7)),
+      cache_hit: i % 11 === 0, fallback: false, degraded: i % 31 === 0, cost_estimate_usd: 0.000002 + (i % 7) * 0.0000013, price_version: '2025-01',
+      cost_center: `cc-${i % 5}`, region: 'eu-west-1', node_id: 'bench-node',
+    })
+  }
+  return out
+}
+
+async function open (dir: string, opts: { flushMs?: number } = {}): Promise<CostPipeline> {
+  return await CostPipeline.start({ backend: { kind: 'embedded', dataDir: join(dir, 'data') }, spoolDir: join(dir, 'spool'), batchRows: BATCH_ROWS, ...opts })
+}
+
+/** utime + stime of one thread of this process, seconds (USER_HZ = 100). */
+function threadCpu (tid: number): number {
+  const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8')
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(f[11]) + Number(f[12])) / 100
+}
+
+function processCpu (): number {
+  const u = process.cpuUsage()
+  return (u.user + u.system) / 1e6
+}
+
+const yieldNow = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+
+/** Producer throttle: wait (sleeping, not spinning) until the ring is at most a quarter full. */
+async function room (p: CostPipeline): Promise<void> {
+  const cap = p.stats().ringCapacity
+  if (p.stats().ringDepth <= cap / 2) { await yieldNow(); return }
+  while (p.stats().ringDepth > cap / 4) await sleep(1)
+}
+const pct = (sorted: Float64Array, q: number): number => sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))] ?? 0
+
+async function emitCase (dir: string): Promise<Record<string, number>> {
+  const p = await open(dir)
+  const ev = templates(4096)
+  const now = Date.now()
+  for (const e of ev) { e.event_id = uuidv7(now); e.ts_ms = now }
+  // Warm up: optimised code, dictionary filled, pages allocated.
+  for (let i = 0; i < 200_000; i++) { p.emit(ev[i & 4095] as CostEvent); if ((i & 1023) === 1023) await room(p) }
+  const GROUP = 32
+  const groups = new Float64Array(20_000)
+  for (let g = 0; g < groups.length; g++) {
+    const base = (g * GROUP) & 4095
+    const t0 = performance.now()
+    for (let k = 0; k < GROUP; k++) p.emit(ev[base + k] as CostEvent)
+    groups[g] = (performance.now() - t0) * 1e6 / GROUP
+    if ((g & 31) === 31) await room(p) // let pages come back; outside the timed region
+  }
+  const single = new Float64Array(500_000)
+  for (let i = 0; i < single.length; i++) {
+    const e = ev[i & 4095] as CostEvent
+    const t0 = performance.now()
+    p.emit(e)
+    single[i] = (performance.now() - t0) * 1e6
+    if ((i & 1023) === 1023) await room(p)
+  }
+  let gcs = 0
+  const obs = new PerformanceObserver((list) => { gcs += list.getEntries().length })
+  obs.observe({ entryTypes: ['gc'] })
+  const heap0 = process.memoryUsage().heapUsed
+  const N = 1_000_000
+  for (let i = 0; i < N; i++) { p.emit(ev[i & 4095] as CostEvent); if ((i & 1023) === 1023) await room(p) }
+  const heapDelta = process.memoryUsage().heapUsed - heap0
+  obs.disconnect()
+  const ids = 1_000_000
+  const u0 = performance.now()
+  for (let i = 0; i < ids; i++) uuidv7()
+  const uuidNs = (performance.now() - u0) * 1e6 / ids
+  await p.flush()
+  const s = p.stats()
+  await p.close()
+  groups.sort()
+  single.sort()
+  return {
+    p50: pct(groups, 0.5), p99group: pct(groups, 0.99), p50single: pct(single, 0.5), p99: pct(single, 0.99), p999: pct(single, 0.999), max: single[single.length - 1] ?? 0,
+    heapBytesPerEmit: heapDelta / N, gcs, uuidNs, dropped: s.dropped, emitted: s.emitted, inserted: s.inserted,
+  }
+}
+
+async function throughputCase (dir: string): Promise<Record<string, number>> {
+  const p = await open(dir)
+  const ev = templates(4096)
+  const N = THROUGHPUT_EVENTS
+  const main0 = threadCpu(process.pid)
+  const proc0 = processCpu()
+  const t0 = performance.now()
+  let i = 0
+  while (i < N) {
+    // Fill the ring up to half, then let the sink take pages.
+    while (i < N && p.stats().ringDepth < p.stats().ringCapacity / 2) {
+      const end = Math.min(N, i + 1024)
+      for (; i < end; i++) {
+        const e = ev[i & 4095] as CostEvent
+        e.event_id = uuidv7()
+        e.ts_ms = Date.now()
+        p.emit(e)
+      }
+    }
+    await room(p)
+  }
+  await p.flush()
+  const secs = (performance.now() - t0) / 1000
+  const mainCpu = threadCpu(process.pid) - main0
+  const totalCpu = processCpu() - proc0
+  const s = p.stats()
+  // Background merges go on after the last insert: count 3 idle seconds of them too.
+  await sleep(3000)
+  const settledSinkCpu = processCpu() - proc0 - (threadCpu(process.pid) - main0)
+  const stored = JSON.parse(await p.query('SELECT count() AS n, uniqExact(event_id) AS u FROM cost_events')) as { n: number, u: number }
+  await p.close()
+  return {
+    events: N, secs, eventsPerSec: N / secs, mainCpu, sinkCpu: totalCpu - mainCpu, totalCpu, settledSinkCpu,
+    eventsPerSinkCpuSec: N / (totalCpu - mainCpu), eventsPerSettledSinkCpuSec: N / settledSinkCpu, mainNsPerEvent: mainCpu * 1e9 / N,
+    batches: s.insertedBatches, lastInsertMs: s.lastInsertMs, dropped: s.dropped, stored: stored.n, unique: stored.u,
+  }
+}
+
+async function freshnessCase (dir: string): Promise<Record<string, number>> {
+  const p = await open(dir)
+  const ev = templates(4096)
+  const RATE = 20_000
+  const SECONDS = 12
+  const markers = new Map<string, number>()
+  const lat: number[] = []
+  let running = true
+  const poller = (async () => {
+    while (running || markers.size > 0) {
+      const ids = (await p.query("SELECT event_id FROM cost_events WHERE tenant_id = 'fresh-marker'", 'TabSeparatedWithNames')).trim().split('\n').slice(1)
+      const now = performance.now()
+      for (const id of ids) {
+        const t = markers.get(id)
+        if (t !== undefined) { lat.push(now - t); markers.delete(id) }
+      }
+      await new Promise((resolve) => setTimeout(resolve, 25))
+    }
+  })()
+  const t0 = performance.now()
+  let sent = 0
+  let tick = 0
+  while (performance.now() - t0 < SECONDS * 1000) {
+    const due = Math.floor((performance.now() - t0) / 1000 * RATE)
+    for (; sent < due; sent++) {
+      const e = ev[sent & 4095] as CostEvent
+      e.event_id = uuidv7()
+      e.ts_ms = Date.now()
+      p.emit(e)
+    }
+    if (tick++ % 10 === 0) {
+      const id = uuidv7()
+      markers.set(id, performance.now())
+      p.emit({ ...(ev[0] as CostEvent), event_id: id, tenant_id: 'fresh-marker', ts_ms: Date.now() })
+    }
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+  running = false
+  await poller
+  await p.close()
+  const sorted = Float64Array.from(lat).sort()
+  return { markers: lat.length, rate: RATE, p50: pct(sorted, 0.5), p99: pct(sorted, 0.99), max: sorted[sorted.length - 1] ?? 0 }
+}
+
+async function child (which: string): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'fairway-bench-cost-'))
+  try {
+    const r = which === 'emit' ? await emitCase(dir) : which === 'freshness' ? await freshnessCase(dir) : await throughputCase(dir)
+    process.stdout.write(JSON.stringify(r) + '\n')
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+function run (which: string, pin: boolean): Promise<Record<string, number>> {
+  const self = fileURLToPath(import.meta.url)
+  const [cmd, args] = pin ? ['taskset', ['-c', '0', process.execPath, ...process.execArgv, self, '--case', which]] : [process.execPath, [...process.execArgv, self, '--case', which]]
+  return new Promise((resolve, reject) => {
+    const c = spawn(cmd as string, args as string[], { stdio: ['ignore', 'pipe', 'inherit'] })
+    let out = ''
+    c.stdout.on('data', (d: Buffer) => { out += d.toString() })
+    c.on('error', reject)
+    c.on('exit', (code) => {
+      const line = out.trim().split('\n').at(-1) ?? ''
+      if (code !== 0 || line === '') reject(new Error(`bench case ${which} exited ${code}: ${out}`))
+      else resolve(JSON.parse(line) as Record<string, number>)
+    })
+  })
+}
+
+function hasTaskset (): boolean {
+  try { execFileSync('taskset', ['-c', '0', 'true']); return true } catch { return false }
+}
+
+const f = (x: number | undefined, d = 0): string => (x ?? 0).toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d })
+
+async function main (): Promise<void> {
+  const caseArg = process.argv.indexOf('--case')
+  if (caseArg > 0) { await child(process.argv[caseArg + 1] ?? ''); return }
+  console.log(`fairway cost pipeline benchmark — node ${process.version}, ${cpus().length} × ${cpus()[0]?.model ?? '?'}, batchRows ${BATCH_ROWS}, spool on ${tmpdir()}\n`)
+  const e = await run('emit', false)
+  const free = await run('throughput', false)
+  const pinned = hasTaskset() ? await run('throughput', true) : null
+  const fresh = await run('freshness', false)
+
+  console.log('| emit() (request path) | value | goal |')
+  console.log('|---|---|---|')
+  console.log(`| p50, ns/call (mean of 32-call groups) | ${f(e.p50)} | |`)
+  console.log(`| p99, ns/call (single-call timing, includes the clock read) | ${f(e.p99)} | < 5,000 |`)
+  console.log(`| p99.9 / max, ns/call | ${f(e.p999)} / ${f(e.max)} | |`)
+  console.log(`| heap growth per emit, bytes (1M untimed emits) / GCs | ${f(e.heapBytesPerEmit, 2)} / ${f(e.gcs)} | |`)
+  console.log(`| uuidv7(), ns/id | ${f(e.uuidNs)} | |`)
+  console.log(`| dropped / emitted / inserted | ${f(e.dropped)} / ${f(e.emitted)} / ${f(e.inserted)} | 0 dropped |`)
+  console.log('')
+  console.log('| sink throughput into embedded ClickHouse, spool included | unpinned | taskset -c 0 (one core) | goal |')
+  console.log('|---|---|---|---|')
+  const both = (k: string, d = 0): string => `${f(free[k], d)} | ${pinned === null ? 'n/a' : f(pinned[k], d)}`
+  console.log(`| events | ${both('events')} | |`)
+  console.log(`| wall seconds, first emit → all acknowledged | ${both('secs', 2)} | |`)
+  console.log(`| events/s (wall) | ${both('eventsPerSec')} | ≥ 200,000 on one core |`)
+  console.log(`| sink CPU seconds (sink thread + ClickHouse + fs) | ${both('sinkCpu', 2)} | |`)
+  console.log(`| events per sink CPU-second | ${both('eventsPerSinkCpuSec')} | ≥ 200,000 |`)
+  console.log(`| sink CPU seconds incl. 3 s of merges after the run | ${both('settledSinkCpu', 2)} | |`)
+  console.log(`| events per sink CPU-second, merges after the run included | ${both('eventsPerSettledSinkCpuSec')} | |`)
+  console.log(`| main thread ns/event (producer: uuidv7 + emit) | ${both('mainNsPerEvent')} | |`)
+  console.log(`| batches / last insert ms | ${f(free.batches)} / ${f(free.lastInsertMs, 1)} | ${pinned === null ? 'n/a' : `${f(pinned.batches)} / ${f(pinned.lastInsertMs, 1)}`} | |`)
+  console.log(`| stored rows / unique ids / dropped | ${f(free.stored)} / ${f(free.unique)} / ${f(free.dropped)} | ${pinned === null ? 'n/a' : `${f(pinned.stored)} / ${f(pinned.unique)} / ${f(pinned.dropped)}`} | exactly once |`)
+  console.log('')
+  console.log(`| freshness, emit → queryable (${f(fresh.rate)} events/s, flushMs 1000, ${f(fresh.markers)} markers) | ms | goal |`)
+  console.log('|---|---|---|')
+  console.log(`| p50 | ${f(fresh.p50)} | |`)
+  console.log(`| p99 | ${f(fresh.p99)} | < 5,000 |`)
+  console.log(`| max | ${f(fresh.max)} | |`)
+}
+
+main().catch((err: unknown) => { console.error(err); process.exit(1) })

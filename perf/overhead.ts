@@ -1,0 +1,601 @@
+// What fairway's tenancy costs over a bare server: fairway, a bare uWS +
+// onnxruntime server (perf/baselines/bare-server.ts) and a node:http one
+// (perf/baselines/naive-server.ts), each started as a child process and
+// measured alone with the open-loop generator (perf/loadgen.ts):
+//
+//  (a) saturation: open-loop constant-rate steps, rising geometrically, then
+//      bisected; a step passes when >= 99% of the requests it intended got a
+//      2xx and the p99 latency (from the intended send time) is within the
+//      bound. The saturation rate is the highest passing step.
+//  (b) server CPU time per request at a fixed moderate rate: utime+stime of the
+//      server process (all its threads) from /proc/<pid>/stat over the
+//      measured period, divided by the responses it sent.
+//  (c) p50/p99 at that fixed rate.
+//
+// Batch-1 tiny-classifier requests, JSON; tenant acme for fairway.
+// The generator runs on the same machine and competes for its cores; each
+// row reports the generator's own CPU so a generator-bound result is visible.
+//
+// Run: npm run bench:overhead   (node dist/perf/overhead.js [--long] [--help])
+
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
+import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { cpus } from 'node:os'
+import { dirname, join, relative, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { renderTable, runLoad, type LoadResult, type Scenario } from './loadgen.js'
+
+const USAGE = `usage: node dist/perf/overhead.js [options]
+  --servers LIST        comma-separated, from bare,naive,fairway (default: all three)
+  --fixed-rate N        req/s for the CPU and latency measurement (default 2000)
+  --fixed-duration S    measured seconds at the fixed rate (default 10)
+  --step-duration S     measured seconds per saturation step (default 3)
+  --sweep-start N       first saturation step, req/s (default 1000)
+  --sweep-factor F      growth per step until a step fails (default 2)
+  --sweep-max N         highest step tried (default 40000)
+  --refine N            bisection steps between the last pass and first fail (default 2)
+  --p99-ms MS           p99 bound for a passing step (default 50)
+  --threads N           generator threads (default 1; the machine's cores are shared with the server)
+  --connections N       keep-alive connections per generator thread (default 64)
+  --max-noise CORES     repeat a measurement when other processes used more CPU than this (default 0.2)
+  --retries N           repeats per measurement for noise (default 1)
+  --fairway-config FILE config for fairway (default: its demo platform)
+  --key KEY             fairway API key (default acme's demo key)
+  --raise-tenant-limits run fairway on a copy of its config with every tenant's ratePerSecond and
+                        burst raised to 1e6 (perf/out/fairway-raised-limits.json), so the sweep finds
+                        the server's ceiling rather than the tenant's rate limit
+  --long                fixed 30 s, steps 8 s, refine 3
+  --results FILE        append the summary here (default perf/RESULTS.md)
+  --no-results          do not write RESULTS.md
+  --json FILE           full results (default perf/out/overhead-<time>.json)`
+
+type ServerName = 'bare' | 'naive' | 'fairway'
+
+interface Step {
+  rate: number
+  pass: boolean
+  why: string
+  /** Other processes used more than --max-noise cores even after the retries: a failure may be theirs. */
+  noisy: boolean
+  ok_rate: number
+  /** 2xx responses that arrived during the step's measured period, per second. */
+  throughput: number
+  p50_ms: number
+  p99_ms: number
+  send_lag_p99_ms: number
+  /** Cores' worth of CPU used by the server / the generator during the step. */
+  server_cores: number
+  generator_cores: number
+  other_cores: number
+  errors: Record<string, number>
+}
+
+interface ServerResult {
+  server: ServerName
+  label: string
+  /** Set when the saturation sweep stopped on a tenant policy (429 tenant rate) rather than capacity. */
+  capped_by: string | null
+  /** A step above the saturation rate failed while other processes were busy: the rate may be understated. */
+  saturation_noisy: boolean
+  pid: number
+  idle_cpu_ms_per_s: number
+  saturation_rate: number
+  peak_ok_rate: number
+  steps: Step[]
+  fixed: {
+    rate: number
+    ok_rate: number
+    responses: number
+    errors: number
+    cpu_us_per_request: number
+    generator_cpu_us_per_request: number
+    p50_ms: number
+    p90_ms: number
+    p99_ms: number
+    p999_ms: number
+    max_ms: number
+    service_p50_ms: number
+    service_p99_ms: number
+    send_lag_p99_ms: number
+    /** Cores' worth of CPU other processes used meanwhile (noise on a shared machine). */
+    other_cores: number
+    noisy: boolean
+  }
+  loadgen_fixed: LoadResult
+}
+
+function packageDir (): string {
+  for (let dir = dirname(fileURLToPath(import.meta.url)); ; dir = dirname(dir)) {
+    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'bin', 'fairway.js'))) return dir
+    if (dirname(dir) === dir) throw new Error('cannot find the fairway package root')
+  }
+}
+
+const ROOT = packageDir()
+const EXT = import.meta.url.endsWith('.ts') ? '.ts' : '.js'
+const MODEL = join(ROOT, 'models', 'tiny-classifier', '1', 'model.onnx')
+const DEMO_KEY = 'fw_demo_acme_premium'
+
+function clkTck (): number {
+  try {
+    const n = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim())
+    return Number.isFinite(n) && n > 0 ? n : 100
+  } catch {
+    return 100
+  }
+}
+const CLK_TCK = clkTck()
+
+/** utime + stime of a process (all threads), in ms. */
+function cpuMs (pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  // comm (field 2) may contain spaces: split after its closing parenthesis; fields 14, 15 are then at 11, 12.
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(f[11]) + Number(f[12])) * 1000 / CLK_TCK
+}
+
+/** Busy CPU time of the whole machine (all cores, every process), in ms, from /proc/stat. */
+function machineBusyMs (): number {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? ''
+  const f = line.trim().split(/\s+/).slice(1).map(Number)
+  // user nice system idle iowait irq softirq steal ...
+  const busy = (f[0] ?? 0) + (f[1] ?? 0) + (f[2] ?? 0) + (f[5] ?? 0) + (f[6] ?? 0) + (f[7] ?? 0)
+  return busy * 1000 / CLK_TCK
+}
+
+function selfCpuMs (): number {
+  const u = process.cpuUsage()
+  return (u.user + u.system) / 1000
+}
+
+interface Running {
+  child: ChildProcess
+  pid: number
+  url: string
+  output: string[]
+}
+
+async function startServer (name: ServerName, fairwayConfig: string | undefined): Promise<Running> {
+  const node = [...process.execArgv]
+  const args = name === 'fairway'
+    ? [join(ROOT, 'bin', 'fairway.js'), 'start', '--port', '0', ...(fairwayConfig === undefined ? [] : ['--config', fairwayConfig])]
+    : [join(dirname(fileURLToPath(import.meta.url)), 'baselines', `${name}-server${EXT}`), '--port', '0', MODEL]
+  const child = spawn(process.execPath, [...node, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+  const output: string[] = []
+  const url = await new Promise<string>((resolveUrl, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${name} did not report listening within 60 s:\n${output.join('')}`)), 60_000)
+    const onData = (d: Buffer): void => {
+      const s = d.toString()
+      output.push(s)
+      const m = /listening on (http:\/\/[^\s]+)/.exec(output.join(''))
+      if (m !== null) { clearTimeout(timer); resolveUrl((m[1] as string).replace(/\/$/, '')) }
+    }
+    child.stdout?.on('data', onData)
+    child.stderr?.on('data', (d: Buffer) => { output.push(d.toString()) })
+    child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`${name} exited (${code}) before listening:\n${output.join('')}`)) })
+  })
+  if (child.pid === undefined) throw new Error(`${name}: no pid`)
+  return { child, pid: child.pid, url, output }
+}
+
+async function stopServer (r: Running): Promise<void> {
+  if (r.child.exitCode !== null) return
+  const exited = new Promise<void>((res) => r.child.once('exit', () => res()))
+  r.child.kill('SIGTERM')
+  const timer = setTimeout(() => r.child.kill('SIGKILL'), 15_000)
+  await exited
+  clearTimeout(timer)
+}
+
+function inferBody (): string {
+  const data = Array.from({ length: 64 }, (_, i) => Math.round(Math.sin(i) * 1e4) / 1e4)
+  return JSON.stringify({ inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 64], data }] })
+}
+
+/** One request end to end, so a misconfigured server fails loudly before any measurement. */
+async function smokeTest (name: ServerName, url: string, key: string | undefined): Promise<void> {
+  const headers: Record<string, string> = { 'content-type': 'application/json' }
+  if (key !== undefined) headers.authorization = `Bearer ${key}`
+  const res = await fetch(`${url}/v2/models/tiny-classifier/infer`, { method: 'POST', headers, body: inferBody() })
+  const body = await res.text()
+  if (res.status !== 200) throw new Error(`${name}: smoke request got HTTP ${res.status}: ${body}`)
+  const json = JSON.parse(body) as { outputs?: Array<{ shape?: number[] }> }
+  if (JSON.stringify(json.outputs?.[0]?.shape) !== '[1,8]') throw new Error(`${name}: unexpected reply ${body}`)
+}
+
+interface Knobs {
+  fixedRate: number
+  fixedDuration: number
+  fixedWarmup: number
+  stepDuration: number
+  stepWarmup: number
+  sweepStart: number
+  sweepFactor: number
+  sweepMax: number
+  refine: number
+  p99Ms: number
+  threads: number
+  connections: number
+  /** Cores other processes may use during a measurement before it is repeated. */
+  maxNoise: number
+  retries: number
+}
+
+function scenarioFor (url: string, key: string | undefined, rate: number, durationS: number, warmupS: number, k: Knobs): Scenario {
+  return {
+    target: url,
+    duration_s: durationS,
+    warmup_s: warmupS,
+    threads: k.threads,
+    connections: k.connections,
+    timeout_ms: 5000,
+    seed: 1,
+    flows: [{ name: 'tiny', ...(key === undefined ? {} : { key }), model: 'tiny-classifier', rows: 1, rate, arrival: 'constant', protocol: 'http', encoding: 'json' }],
+  }
+}
+
+interface Measured {
+  result: LoadResult
+  serverCpuMs: number
+  generatorCpuMs: number
+  /** Machine busy time not used by the server or the generator: other processes (noise). */
+  otherCpuMs: number
+}
+
+/** A load run with the server's and the generator's CPU time read over the measured period. */
+async function measure (pid: number, scenario: Scenario): Promise<Measured> {
+  let s0 = 0
+  let s1 = 0
+  let g0 = 0
+  let g1 = 0
+  let m0 = 0
+  let m1 = 0
+  const result = await runLoad(scenario, {
+    progress: false,
+    onMeasureStart: () => { s0 = cpuMs(pid); g0 = selfCpuMs(); m0 = machineBusyMs() },
+    onMeasureEnd: () => { s1 = cpuMs(pid); g1 = selfCpuMs(); m1 = machineBusyMs() },
+  })
+  return { result, serverCpuMs: s1 - s0, generatorCpuMs: g1 - g0, otherCpuMs: Math.max(0, (m1 - m0) - (s1 - s0) - (g1 - g0)) }
+}
+
+function errorSummary (r: LoadResult): Record<string, number> {
+  const t = r.total
+  const out: Record<string, number> = {}
+  for (const [s, n] of Object.entries(t.status)) if (!s.startsWith('2')) out[`HTTP ${s}`] = n
+  for (const [c, n] of Object.entries(t.error_codes)) out[c] = n
+  for (const [c, n] of Object.entries(t.transport_errors)) out[c] = n
+  if (t.dropped > 0) out.dropped = t.dropped
+  return out
+}
+
+/**
+ * Waits (up to maxWaitMs) until other processes use less than maxNoise cores,
+ * sampled over one second at a time. Returns false if they never did.
+ */
+async function waitQuiet (pid: number, maxNoise: number, maxWaitMs: number): Promise<boolean> {
+  const until = Date.now() + maxWaitMs
+  for (;;) {
+    const m0 = machineBusyMs()
+    const s0 = cpuMs(pid)
+    const g0 = selfCpuMs()
+    await new Promise((r) => setTimeout(r, 1000))
+    const other = (machineBusyMs() - m0 - (cpuMs(pid) - s0) - (selfCpuMs() - g0)) / 1000
+    if (other < maxNoise) return true
+    if (Date.now() > until) return false
+  }
+}
+
+/**
+ * measure(), repeated (after waiting for the machine to calm down) while
+ * other processes used more than maxNoise cores during the measured period:
+ * on a shared machine their CPU use shows up as our latency.
+ */
+async function measureQuietly (what: string, pid: number, scenario: Scenario, k: Knobs): Promise<Measured & { noisy: boolean }> {
+  for (let attempt = 0; ; attempt++) {
+    const m = await measure(pid, scenario)
+    const other = m.otherCpuMs / (scenario.duration_s * 1000)
+    if (other <= k.maxNoise) return { ...m, noisy: false }
+    if (attempt >= k.retries) {
+      process.stderr.write(`  ${what}: other processes used ${other.toFixed(2)} cores; keeping this noisy result after ${attempt + 1} attempts\n`)
+      return { ...m, noisy: true }
+    }
+    process.stderr.write(`  ${what}: other processes used ${other.toFixed(2)} cores (> ${k.maxNoise}); waiting for quiet and repeating\n`)
+    await waitQuiet(pid, k.maxNoise, 15_000)
+  }
+}
+
+async function runStep (pid: number, url: string, key: string | undefined, rate: number, k: Knobs): Promise<Step> {
+  const m = await measureQuietly(`step ${rate}/s`, pid, scenarioFor(url, key, rate, k.stepDuration, k.stepWarmup, k), k)
+  const t = m.result.total
+  const p99 = t.latency_us.p99 / 1000
+  const why: string[] = []
+  if (t.ok < 0.99 * t.intended) why.push(`only ${(100 * t.ok / Math.max(1, t.intended)).toFixed(1)}% 2xx`)
+  if (p99 > k.p99Ms) why.push(`p99 ${p99.toFixed(1)} ms > ${k.p99Ms} ms`)
+  const step: Step = {
+    rate,
+    pass: why.length === 0,
+    why: why.join(', '),
+    noisy: m.noisy,
+    ok_rate: t.ok_rate,
+    throughput: t.throughput,
+    p50_ms: t.latency_us.p50 / 1000,
+    p99_ms: p99,
+    send_lag_p99_ms: t.send_lag_us.p99 / 1000,
+    server_cores: m.serverCpuMs / (k.stepDuration * 1000),
+    generator_cores: m.generatorCpuMs / (k.stepDuration * 1000),
+    other_cores: m.otherCpuMs / (k.stepDuration * 1000),
+    errors: errorSummary(m.result),
+  }
+  const errs = Object.entries(step.errors).map(([e, n]) => `${e} x${n}`).join(', ')
+  process.stderr.write(`  step ${String(rate).padStart(6)}/s: ${step.pass ? 'pass' : 'FAIL'}  2xx ${t.ok_rate.toFixed(0)}/s (in period ${t.throughput.toFixed(0)}/s)  p50 ${step.p50_ms.toFixed(2)} ms  p99 ${p99.toFixed(2)} ms  lag p99 ${step.send_lag_p99_ms.toFixed(2)} ms  server ${step.server_cores.toFixed(2)} cores  generator ${step.generator_cores.toFixed(2)}  other ${step.other_cores.toFixed(2)} cores${step.pass ? '' : `  (${step.why})`}${errs === '' ? '' : `  [${errs}]`}\n`)
+  // Let the server drain whatever the step left queued before the next one.
+  await new Promise((r) => setTimeout(r, 500))
+  return step
+}
+
+async function saturation (pid: number, url: string, key: string | undefined, k: Knobs): Promise<Step[]> {
+  const steps: Step[] = []
+  let pass = 0
+  let fail = 0
+  let rate = k.sweepStart
+  for (;;) {
+    const s = await runStep(pid, url, key, rate, k)
+    steps.push(s)
+    if (s.pass) {
+      pass = rate
+      if (rate >= k.sweepMax) break
+      rate = Math.min(k.sweepMax, Math.round(rate * k.sweepFactor / 50) * 50)
+    } else {
+      fail = rate
+      if (pass > 0 || rate <= 100) break
+      rate = Math.round(rate / 2) // even the first step failed: go down
+    }
+  }
+  for (let i = 0; i < k.refine && pass > 0 && fail > pass; i++) {
+    const mid = Math.round((pass + fail) / 2 / 50) * 50
+    if (mid <= pass || mid >= fail) break
+    const s = await runStep(pid, url, key, mid, k)
+    steps.push(s)
+    if (s.pass) pass = mid
+    else fail = mid
+  }
+  return steps
+}
+
+async function benchServer (name: ServerName, k: Knobs, fairwayConfig: string | undefined, key: string): Promise<ServerResult> {
+  process.stderr.write(`\n${name}: starting\n`)
+  const srv = await startServer(name, fairwayConfig)
+  try {
+    const k2 = name === 'fairway' ? key : undefined
+    await smokeTest(name, srv.url, k2)
+    // Idle CPU: what the server burns doing nothing (timers, pollers).
+    const i0 = cpuMs(srv.pid)
+    await new Promise((r) => setTimeout(r, 2000))
+    const idle = (cpuMs(srv.pid) - i0) / 2
+    process.stderr.write(`${name}: pid ${srv.pid} at ${srv.url}; idle CPU ${idle.toFixed(1)} ms/s\n`)
+
+    // (b) and (c) first, on a warm but never-overloaded server.
+    process.stderr.write(`${name}: fixed ${k.fixedRate} req/s for ${k.fixedDuration} s (after ${k.fixedWarmup} s warmup)\n`)
+    const m = await measureQuietly('fixed rate', srv.pid, scenarioFor(srv.url, k2, k.fixedRate, k.fixedDuration, k.fixedWarmup, k), k)
+    const t = m.result.total
+    const fixed = {
+      rate: k.fixedRate,
+      ok_rate: t.ok_rate,
+      responses: t.responses,
+      errors: t.errors,
+      cpu_us_per_request: t.responses === 0 ? NaN : m.serverCpuMs * 1000 / t.responses,
+      generator_cpu_us_per_request: t.sent === 0 ? NaN : m.generatorCpuMs * 1000 / t.sent,
+      p50_ms: t.latency_us.p50 / 1000,
+      p90_ms: t.latency_us.p90 / 1000,
+      p99_ms: t.latency_us.p99 / 1000,
+      p999_ms: t.latency_us.p999 / 1000,
+      max_ms: t.latency_us.max / 1000,
+      service_p50_ms: t.service_us.p50 / 1000,
+      service_p99_ms: t.service_us.p99 / 1000,
+      send_lag_p99_ms: t.send_lag_us.p99 / 1000,
+      other_cores: m.otherCpuMs / (k.fixedDuration * 1000),
+      noisy: m.noisy,
+    }
+    process.stderr.write(`${name}: ok ${t.ok_rate.toFixed(0)}/s, errors ${t.errors}, server CPU ${fixed.cpu_us_per_request.toFixed(1)} us/req, p50 ${fixed.p50_ms.toFixed(2)} ms, p99 ${fixed.p99_ms.toFixed(2)} ms\n`)
+    await new Promise((r) => setTimeout(r, 1000))
+
+    // (a)
+    process.stderr.write(`${name}: saturation sweep (open loop, ${k.stepWarmup}+${k.stepDuration} s per step, pass = >=99% 2xx and p99 <= ${k.p99Ms} ms)\n`)
+    const steps = await saturation(srv.pid, srv.url, k2, k)
+    const passing = steps.filter((s) => s.pass)
+    const sat = passing.length === 0 ? 0 : Math.max(...passing.map((s) => s.rate))
+    // Did the steps above the saturation rate fail on the tenant's rate limit (policy), not capacity?
+    const above = steps.filter((s) => !s.pass && s.rate > sat)
+    const capped = above.length > 0 && above.every((s) => (s.errors.FW_ERR_ADMISSION_TENANT_RATE ?? 0) > 0.5 * Object.values(s.errors).reduce((a, b) => a + b, 0))
+    const raised = fairwayConfig !== undefined && fairwayConfig.endsWith('fairway-raised-limits.json')
+    return {
+      server: name,
+      label: name === 'bare' ? 'bare (baseline)' : name === 'fairway' && raised ? 'fairway (tenant rate limits raised)' : name,
+      capped_by: capped ? 'tenant rate limit (429 FW_ERR_ADMISSION_TENANT_RATE)' : null,
+      saturation_noisy: above.some((s) => s.noisy),
+      pid: srv.pid,
+      idle_cpu_ms_per_s: idle,
+      saturation_rate: sat,
+      peak_ok_rate: Math.max(...steps.map((s) => s.throughput)),
+      steps,
+      fixed,
+      loadgen_fixed: m.result,
+    }
+  } finally {
+    await stopServer(srv)
+  }
+}
+
+/** A copy of a platform config with every tenant's rate limit out of the way; returns its path. */
+function raisedLimitsConfig (file: string): string {
+  const raw = JSON.parse(readFileSync(file, 'utf8')) as { modelRepository?: string, tenants?: Record<string, { limits?: Record<string, number> }> }
+  raw.modelRepository = resolve(dirname(file), raw.modelRepository ?? 'models')
+  for (const t of Object.values(raw.tenants ?? {})) {
+    if (t.limits === undefined) continue
+    t.limits.ratePerSecond = 1_000_000
+    t.limits.burst = 1_000_000
+  }
+  const out = join(ROOT, 'perf', 'out', 'fairway-raised-limits.json')
+  mkdirSync(dirname(out), { recursive: true })
+  writeFileSync(out, JSON.stringify(raw, null, 2) + '\n')
+  return out
+}
+
+function f1 (x: number): string {
+  return Number.isFinite(x) ? x.toFixed(1) : '-'
+}
+
+function f2 (x: number): string {
+  return Number.isFinite(x) ? x.toFixed(2) : '-'
+}
+
+function ratio (x: number, base: number | undefined): string {
+  return base === undefined || !(base > 0) || !Number.isFinite(x) ? '-' : `${(x / base).toFixed(2)}x`
+}
+
+function tableRows (results: ServerResult[]): { headers: string[], rows: string[][] } {
+  const bare = results.find((r) => r.server === 'bare')
+  const headers = ['server', 'saturation req/s', 'vs bare', 'peak 2xx/s', 'CPU us/req', 'vs bare', 'p50 ms', 'p99 ms', 'p99.9 ms', 'svc p50 ms', 'svc p99 ms', 'gen lag p99 ms', 'gen CPU us/req', 'idle CPU ms/s', 'other cores']
+  const rows = results.map((r) => [
+    r.fixed.noisy ? `${r.label} (noisy)` : r.label,
+    `${r.saturation_rate}${r.capped_by === null ? '' : ' (tenant rate cap)'}${r.saturation_noisy ? ' (noisy)' : ''}`, ratio(r.saturation_rate, bare?.saturation_rate), r.peak_ok_rate.toFixed(0),
+    f1(r.fixed.cpu_us_per_request), ratio(r.fixed.cpu_us_per_request, bare?.fixed.cpu_us_per_request),
+    f2(r.fixed.p50_ms), f2(r.fixed.p99_ms), f2(r.fixed.p999_ms), f2(r.fixed.service_p50_ms), f2(r.fixed.service_p99_ms),
+    f2(r.fixed.send_lag_p99_ms), f1(r.fixed.generator_cpu_us_per_request), f1(r.idle_cpu_ms_per_s), f2(r.fixed.other_cores),
+  ])
+  return { headers, rows }
+}
+
+function markdownTable (headers: string[], rows: string[][]): string {
+  return [`| ${headers.join(' | ')} |`, `|${headers.map((_, i) => i === 0 ? '---' : '---:').join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n')
+}
+
+function machine (): string {
+  let model = cpus()[0]?.model ?? 'unknown CPU'
+  try {
+    const m = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))
+    if (m !== null) model = (m[1] as string).trim()
+  } catch {}
+  let cores = cpus().length
+  try { cores = Number(execFileSync('nproc', { encoding: 'utf8' }).trim()) || cores } catch {}
+  return `${model}, ${cores} cores (nproc), ${process.platform} ${process.arch}`
+}
+
+async function main (): Promise<number> {
+  const { values } = parseArgs({
+    options: {
+      servers: { type: 'string', default: 'bare,naive,fairway' },
+      'fixed-rate': { type: 'string' },
+      'fixed-duration': { type: 'string' },
+      'step-duration': { type: 'string' },
+      'sweep-start': { type: 'string' },
+      'sweep-factor': { type: 'string' },
+      'sweep-max': { type: 'string' },
+      refine: { type: 'string' },
+      'p99-ms': { type: 'string' },
+      threads: { type: 'string' },
+      connections: { type: 'string' },
+      'max-noise': { type: 'string' },
+      retries: { type: 'string' },
+      'fairway-config': { type: 'string' },
+      'raise-tenant-limits': { type: 'boolean', default: false },
+      key: { type: 'string' },
+      long: { type: 'boolean', default: false },
+      results: { type: 'string' },
+      'no-results': { type: 'boolean', default: false },
+      json: { type: 'string' },
+      help: { type: 'boolean', default: false },
+    },
+  })
+  if (values.help) { console.log(USAGE); return 0 }
+  const num = (v: string | undefined, d: number): number => {
+    if (v === undefined) return d
+    const n = Number(v)
+    if (!Number.isFinite(n) || n <= 0) throw new Error(`bad number ${v}\n${USAGE}`)
+    return n
+  }
+  const long = values.long
+  const k: Knobs = {
+    fixedRate: num(values['fixed-rate'], 2000),
+    fixedDuration: num(values['fixed-duration'], long ? 30 : 10),
+    fixedWarmup: 2,
+    stepDuration: num(values['step-duration'], long ? 8 : 3),
+    stepWarmup: 1,
+    sweepStart: num(values['sweep-start'], 1000),
+    sweepFactor: num(values['sweep-factor'], 2),
+    sweepMax: num(values['sweep-max'], 40_000),
+    refine: num(values.refine, long ? 3 : 2),
+    p99Ms: num(values['p99-ms'], 50),
+    threads: num(values.threads, 1),
+    connections: num(values.connections, 64),
+    maxNoise: num(values['max-noise'], 0.2),
+    retries: values.retries === '0' ? 0 : num(values.retries, 1),
+  }
+  const servers = values.servers.split(',').map((s) => s.trim()) as ServerName[]
+  for (const s of servers) if (!['bare', 'naive', 'fairway'].includes(s)) throw new Error(`unknown server ${s}\n${USAGE}`)
+  if (!existsSync(MODEL)) throw new Error(`${MODEL} is missing: run npm run build`)
+  let fairwayConfig = values['fairway-config'] === undefined ? undefined : resolve(values['fairway-config'])
+  if (values['raise-tenant-limits']) fairwayConfig = raisedLimitsConfig(fairwayConfig ?? join(ROOT, 'config', 'demo-platform.json'))
+  const key = values.key ?? DEMO_KEY
+
+  const started = new Date()
+  const t0 = Date.now()
+  const results: ServerResult[] = []
+  for (const s of servers) results.push(await benchServer(s, k, fairwayConfig, key))
+  const elapsed = (Date.now() - t0) / 1000
+
+  const { headers, rows } = tableRows(results)
+  const command = `node ${relative(ROOT, fileURLToPath(import.meta.url)).replace(/\.ts$/, '.js').replace(/^perf\//, 'dist/perf/')}${process.argv.length > 2 ? ' ' + process.argv.slice(2).join(' ') : ''}`
+  const setup = [
+    `machine: ${machine()}; Node ${process.version}; ${started.toISOString()}; took ${elapsed.toFixed(0)} s`,
+    `command: ${command}`,
+    `load: POST /v2/models/tiny-classifier/infer, 1 row, JSON, constant-rate open loop from ${k.threads} generator thread(s) x ${k.connections} connections on the same machine${servers.includes('fairway') ? `; fairway tenant key ${key === DEMO_KEY ? 'acme (demo)' : '(custom)'}, config ${fairwayConfig ?? 'demo platform'}` : ''}`,
+    `fixed rate: ${k.fixedRate} req/s, ${k.fixedDuration} s after ${k.fixedWarmup} s warmup; latency from intended send time; CPU = server utime+stime (/proc/<pid>/stat, all threads) / responses`,
+    `saturation: steps from ${k.sweepStart} req/s x${k.sweepFactor}, ${k.refine} bisection step(s), ${k.stepWarmup}+${k.stepDuration} s each; pass = >=99% of intended requests 2xx and p99 <= ${k.p99Ms} ms`,
+    `noise guard: a measurement during which other processes used > ${k.maxNoise} cores is repeated (up to ${k.retries} times) after the machine quietens`,
+  ]
+  console.log('\n' + setup.join('\n'))
+  console.log(renderTable(headers, rows))
+  for (const r of results) {
+    console.log(`\n${r.label} saturation steps${r.capped_by === null ? '' : `; stopped by the ${r.capped_by}, not capacity`}:`)
+    console.log(renderTable(['rate', 'result', '2xx/s', 'in period/s', 'p50 ms', 'p99 ms', 'lag p99 ms', 'server cores', 'generator cores', 'other cores', 'errors'], r.steps.map((s) => [
+      String(s.rate), `${s.pass ? 'pass' : `FAIL (${s.why})`}${s.noisy ? ' [noisy]' : ''}`, s.ok_rate.toFixed(0), s.throughput.toFixed(0), f2(s.p50_ms), f2(s.p99_ms), f2(s.send_lag_p99_ms), f2(s.server_cores), f2(s.generator_cores), f2(s.other_cores),
+      Object.entries(s.errors).map(([e, n]) => `${e} x${n}`).join(', ') || '-',
+    ]), (c) => c !== 1 && c !== 10))
+  }
+
+  const jsonOut = values.json ?? join(ROOT, 'perf', 'out', `overhead-${started.toISOString().replace(/[:.]/g, '-')}.json`)
+  mkdirSync(dirname(jsonOut), { recursive: true })
+  writeFileSync(jsonOut, JSON.stringify({ started_at: started.toISOString(), machine: machine(), node: process.version, command, knobs: k, results }, null, 2) + '\n')
+  console.log(`\nfull results: ${relative(process.cwd(), jsonOut)}`)
+
+  if (!values['no-results']) {
+    const file = values.results ?? join(ROOT, 'perf', 'RESULTS.md')
+    const header = existsSync(file) ? '' : '# Performance results\n\nAppended by `npm run bench:overhead` (perf/overhead.ts). Newest last.\n'
+    const steps = results.map((r) => `- ${r.label}${r.capped_by === null ? '' : ` (stopped by the ${r.capped_by})`}: ${r.steps.map((s) => `${s.rate} ${s.pass ? 'pass' : 'FAIL'}${s.noisy ? ' [noisy]' : ''} (2xx ${s.ok_rate.toFixed(0)}/s, in period ${s.throughput.toFixed(0)}/s, p99 ${f1(s.p99_ms)} ms${s.pass ? '' : `; ${s.why}`}${Object.keys(s.errors).length === 0 ? '' : `; ${Object.entries(s.errors).map(([e, n]) => `${e} x${n}`).join(', ')}`})`).join('; ')}`)
+    const section = [
+      header,
+      `## Overhead vs baselines, ${started.toISOString()}`,
+      '',
+      ...setup.map((l) => `- ${l.replace(/^command: (.*)$/, 'command: `$1`')}`),
+      '',
+      markdownTable(headers, rows),
+      '',
+      'Columns: saturation = highest passing open-loop step; peak 2xx/s = most 2xx responses per second that arrived within the measured period of a step (overloaded steps included); CPU us/req, p50/p99/p99.9 = at the fixed rate, latency from the intended send time; svc = from when the request was written to a connection (what a closed-loop tool would report); gen = the load generator (same machine); other cores = CPU used by other processes meanwhile (noise).',
+      '',
+      'Saturation steps:',
+      '',
+      ...steps,
+      '',
+    ].join('\n')
+    appendFileSync(file, section)
+    console.log(`appended to ${relative(process.cwd(), file)}`)
+  }
+  return 0
+}
+
+main().then((code) => { process.exitCode = code }, (err: unknown) => {
+  console.error(err instanceof Error ? err.message : err)
+  process.exitCode = 1
+})

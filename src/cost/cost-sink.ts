@@ -1,0 +1,343 @@
+// The cost sink: runs on its own worker thread and is the only code that
+// touches ClickHouse. It turns ring pages into TSV, cuts batches by size
+// (batchRows) or age (flushMs), writes each batch to the spool (fsync)
+// BEFORE offering it to ClickHouse, inserts batches one at a time in order
+// with the batch id as deduplication token, and deletes a spool file only
+// after ClickHouse acknowledged it. Failures are retried with exponential
+// backoff and jitter, forever: the spool cap, not a retry limit, bounds what
+// a long outage costs, and every event it cannot keep is counted and logged.
+//
+// Flow control: when batches pile up in memory faster than the disk takes
+// them (MAX_SPOOL_BACKLOG), the sink stops taking pages; the ring on the
+// gateway thread then fills and counts drops there.
+
+import { CostError, errorText } from './cost-error.js'
+import { ClickHouseBackend, isPermanentInsertError } from './clickhouse-backend.js'
+import { backoffDelay, Sleeper } from './backoff.js'
+import type { PageMessage } from './event-page.js'
+import { ByteWriter, COST_EVENTS_HEADER, PageEncoder } from './page-encoder.js'
+import { CAPACITY_COLUMNS } from './schema.js'
+import { C, Counters, type CloseResult, type FromSink, type SinkInit, type ToSink } from './sink-protocol.js'
+import { Spool, type SpoolEntry } from './spool.js'
+import { uuidv7 } from './uuidv7.js'
+
+const MAX_SPOOL_BACKLOG = 4
+const WARN_EVERY_MS = 10_000
+const CAPACITY_HEADER = CAPACITY_COLUMNS.join('\t') + '\n'
+
+interface Queued {
+  readonly entry: SpoolEntry
+  readonly seq: number
+}
+
+export class CostSink {
+  private readonly c: Counters
+  private backend: ClickHouseBackend | null = null
+  private spool: Spool | null = null
+  private readonly encoder = new PageEncoder()
+  /** The cost_events batch being filled (TSV bytes, header first). */
+  private current: ByteWriter | null = null
+  private partRows = 0
+  private cutTimer: NodeJS.Timeout | null = null
+  /** Sequence number of the last batch cut (replayed batches first). */
+  private seq = 0
+  /** Batches cut and not yet inserted, dropped or dead-lettered, in order. */
+  private readonly pending: number[] = []
+  /** Spooled batches waiting for ClickHouse, in order. */
+  private readonly queue: Queued[] = []
+  private spoolChain: Promise<unknown> = Promise.resolve()
+  private backlog = 0
+  private readonly held: PageMessage[] = []
+  private inserting = false
+  private schemaReady = false
+  private stopped = false
+  private attempt = 0
+  private readonly sleeper = new Sleeper()
+  private readonly waiters: Array<{ upTo: number, resolve: () => void }> = []
+  private inflight: Promise<unknown> | null = null
+  private readonly warned = new Map<string, { at: number, suppressed: number }>()
+
+  constructor (private readonly init: SinkInit, private readonly post: (m: FromSink, transfer?: ArrayBuffer[]) => void) {
+    this.c = new Counters(init.counters)
+  }
+
+  /** Locks and scans the spool, opens the store (embedded: and migrates it), queues the replay. */
+  async start (): Promise<void> {
+    const spool = await Spool.open(this.init.spoolDir)
+    this.spool = spool
+    try {
+      this.backend = ClickHouseBackend.open(this.init.backend, this.init.faults)
+      // Embedded: a schema that cannot be created is a broken install; fail
+      // start. HTTP: the server may be down now; the insert loop retries.
+      if (this.backend.kind === 'embedded') {
+        this.c.set(C.SCHEMA_VERSION, await this.backend.migrate())
+        this.schemaReady = true
+      }
+    } catch (err) {
+      await this.backend?.close().catch(() => {})
+      await spool.close()
+      throw err
+    }
+    if (spool.lostRows > 0) {
+      this.c.add(C.LOST_ROWS, spool.lostRows)
+      this.log(`cost: LOST ${spool.lostRows} events: half-written spool files in ${spool.dir} (the process died while writing them; they never reached ClickHouse)`)
+    }
+    for (const entry of spool.found) {
+      const seq = ++this.seq
+      this.pending.push(seq)
+      this.queue.push({ entry, seq })
+      this.c.add(C.SPOOLED_BATCHES, 1)
+      this.c.add(C.SPOOLED_ROWS, entry.rows)
+      this.c.add(C.SPOOLED_BYTES, entry.bytes)
+      this.c.add(C.REPLAYED_BATCHES, 1)
+      this.c.add(C.REPLAYED_ROWS, entry.rows)
+    }
+    if (spool.found.length > 0) this.log(`cost: replaying ${spool.found.length} spooled batches from ${spool.dir}`)
+    this.kick()
+  }
+
+  handle (m: ToSink): void {
+    switch (m.t) {
+      case 'page':
+        if (this.held.length > 0 || this.backlog >= MAX_SPOOL_BACKLOG) this.held.push(m)
+        else this.takePage(m)
+        return
+      case 'capacity':
+        this.reply(m.id, this.batch('capacity_hours', Buffer.from(CAPACITY_HEADER + m.data, 'utf8'), m.rows).then((ok) => {
+          if (!ok) throw new CostError('FW_ERR_COST_SPOOL_IO', this.init.spoolDir, 'capacity records not spooled (spool full or unwritable)')
+          return null
+        }))
+        return
+      case 'flush':
+        this.reply(m.id, this.flushAll().then(() => null))
+        return
+      case 'query': {
+        const backend = this.backend
+        if (backend === null || this.stopped) { this.reply(m.id, Promise.reject(new CostError('FW_ERR_COST_CLOSED'))); return }
+        this.reply(m.id, backend.query(m.sql, m.format, { readonly: m.readonly, ...(m.params === undefined ? {} : { params: m.params }) }))
+        return
+      }
+      case 'close':
+        this.reply(m.id, this.close(m.timeoutMs))
+    }
+  }
+
+  private reply (id: number, p: Promise<unknown>): void {
+    p.then(
+      (value) => { this.post({ t: 'reply', id, ok: true, value }) },
+      (err: unknown) => { this.post({ t: 'reply', id, ok: false, code: err instanceof CostError ? err.code : 'FW_ERR_COST_BACKEND_UNAVAILABLE', message: errorText(err) }) },
+    )
+  }
+
+  private takePage (m: PageMessage): void {
+    let w = this.current
+    if (w === null) {
+      w = this.current = new ByteWriter(Math.min(64 << 20, (this.init.batchRows + m.capacity) * 256))
+      w.ascii(COST_EVENTS_HEADER)
+    }
+    this.encoder.encodeInto(m, w)
+    this.c.set(C.INVALID_IDS, this.encoder.invalidIds)
+    this.c.add(C.RECEIVED_ROWS, m.n)
+    this.post({ t: 'page', buf: m.buf, n: m.n }, [m.buf])
+    this.partRows += m.n
+    if (this.partRows >= this.init.batchRows) this.cut()
+    else if (this.cutTimer === null) this.cutTimer = setTimeout(() => { this.cutTimer = null; this.cut() }, this.init.flushMs)
+  }
+
+  private drainHeld (force: boolean): void {
+    while (this.held.length > 0 && (force || this.backlog < MAX_SPOOL_BACKLOG)) this.takePage(this.held.shift() as PageMessage)
+  }
+
+  private cut (): void {
+    if (this.cutTimer !== null) { clearTimeout(this.cutTimer); this.cutTimer = null }
+    const w = this.current
+    if (w === null || this.partRows === 0) return
+    const rows = this.partRows
+    this.current = null
+    this.partRows = 0
+    void this.batch('cost_events', w.buf.subarray(0, w.pos), rows)
+  }
+
+  /** Queues a batch for the spool; resolves true once it is on disk, false if it was dropped. */
+  private batch (table: string, data: Buffer, rows: number): Promise<boolean> {
+    const seq = ++this.seq
+    this.pending.push(seq)
+    this.backlog++
+    const p = this.spoolChain.then(() => this.spoolOne(seq, table, data, rows))
+    this.spoolChain = p.catch(() => {})
+    return p
+  }
+
+  private async spoolOne (seq: number, table: string, data: Buffer, rows: number): Promise<boolean> {
+    const spool = this.spool as Spool
+    try {
+      if (this.c.get(C.SPOOLED_BYTES) + data.length > this.init.spoolMaxBytes) {
+        this.drop(seq, rows, 'spool-full', `spool ${spool.dir} is at its cap of ${this.init.spoolMaxBytes} bytes with ${this.queue.length} batches waiting for ClickHouse`)
+        return false
+      }
+      let entry: SpoolEntry
+      try {
+        entry = await spool.write(uuidv7(), table, rows, data)
+      } catch (err) {
+        this.drop(seq, rows, 'spool-io', `cannot write the spool: ${errorText(err)}`)
+        return false
+      }
+      this.c.add(C.SPOOLED_BATCHES, 1)
+      this.c.add(C.SPOOLED_ROWS, rows)
+      this.c.add(C.SPOOLED_BYTES, entry.bytes)
+      this.queue.push({ entry, seq })
+      this.kick()
+      return true
+    } finally {
+      this.backlog--
+      this.drainHeld(false)
+    }
+  }
+
+  private drop (seq: number, rows: number, key: string, why: string): void {
+    this.c.add(C.DROPPED_SPOOL_ROWS, rows)
+    this.warn(key, `cost: DROPPING ${rows} cost events: ${why} (${this.c.get(C.DROPPED_SPOOL_ROWS)} dropped so far)`)
+    this.complete(seq)
+  }
+
+  private kick (): void {
+    if (!this.inserting && !this.stopped) void this.insertLoop()
+  }
+
+  private async insertLoop (): Promise<void> {
+    this.inserting = true
+    try {
+      while (!this.stopped) {
+        const backend = this.backend as ClickHouseBackend
+        if (!this.schemaReady) {
+          try {
+            this.c.set(C.SCHEMA_VERSION, await backend.migrate())
+            this.schemaReady = true
+            this.recovered('creating the cost schema')
+          } catch (err) {
+            await this.retryLater('schema', 'cannot create the cost schema', err)
+          }
+          continue
+        }
+        const head = this.queue[0]
+        if (head === undefined) break
+        const t0 = performance.now()
+        try {
+          this.inflight = backend.insert(head.entry)
+          await this.inflight
+        } catch (err) {
+          this.c.add(C.INSERT_FAILURES, 1)
+          if (isPermanentInsertError(err)) await this.deadLetter(head, err)
+          else await this.retryLater('insert', `insert of batch ${head.entry.id} (${head.entry.rows} ${head.entry.table} rows) failed`, err)
+          continue
+        } finally {
+          this.inflight = null
+        }
+        this.c.set(C.LAST_INSERT_US, Math.round((performance.now() - t0) * 1000))
+        this.recovered('inserting')
+        if (this.init.faults.crashAfterInsertBeforeUnspool === true) {
+          // Test fault: die like kill -9 between the acknowledgement and the unspool.
+          process.kill(process.pid, 'SIGKILL')
+          await new Promise(() => {})
+        }
+        try {
+          await (this.spool as Spool).remove(head.entry)
+        } catch (err) {
+          this.warn('unspool', `cost: cannot remove ${head.entry.path} (${errorText(err)}); it is inserted again at the next start and deduplicated`)
+        }
+        this.settle(head)
+        this.c.add(C.INSERTED_ROWS, head.entry.rows)
+        this.c.add(C.INSERTED_BATCHES, 1)
+      }
+    } finally {
+      this.inserting = false
+    }
+  }
+
+  private settle (q: Queued): void {
+    this.queue.shift()
+    this.c.add(C.SPOOLED_BATCHES, -1)
+    this.c.add(C.SPOOLED_ROWS, -q.entry.rows)
+    this.c.add(C.SPOOLED_BYTES, -q.entry.bytes)
+    this.complete(q.seq)
+  }
+
+  private async deadLetter (q: Queued, err: unknown): Promise<void> {
+    try {
+      await (this.spool as Spool).quarantine(q.entry)
+    } catch (e) {
+      this.log(`cost: cannot move ${q.entry.path} to dead/: ${errorText(e)}`)
+    }
+    this.c.add(C.DEAD_LETTER_BATCHES, 1)
+    this.c.add(C.DEAD_LETTER_ROWS, q.entry.rows)
+    this.log(`cost: ClickHouse REFUSED batch ${q.entry.id} (${q.entry.rows} ${q.entry.table} rows) for good: ${errorText(err)}; parked in ${this.init.spoolDir}/dead (retry with fairway cost replay --spool ${this.init.spoolDir}/dead)`)
+    this.settle(q)
+  }
+
+  private async retryLater (key: string, what: string, err: unknown): Promise<void> {
+    if (this.stopped) return
+    this.attempt++
+    const delay = Math.round(backoffDelay(this.attempt, this.init.retryBaseMs, this.init.retryMaxMs))
+    this.warn(key, `cost: ${what}: ${errorText(err).trim()}; retry ${this.attempt} in ${delay} ms; ${this.queue.length} batches (${this.c.get(C.SPOOLED_ROWS)} events) safe in the spool`)
+    await this.sleeper.sleep(delay)
+  }
+
+  private recovered (what: string): void {
+    if (this.attempt === 0) return
+    this.log(`cost: ClickHouse is back: ${what} succeeded after ${this.attempt} failed attempts`)
+    this.attempt = 0
+    this.warned.clear()
+  }
+
+  private complete (seq: number): void {
+    const i = this.pending.indexOf(seq)
+    if (i >= 0) this.pending.splice(i, 1)
+    const low = this.pending[0] ?? Infinity
+    for (let k = this.waiters.length - 1; k >= 0; k--) {
+      const w = this.waiters[k] as { upTo: number, resolve: () => void }
+      if (w.upTo < low) { this.waiters.splice(k, 1); w.resolve() }
+    }
+  }
+
+  /** Resolves once every batch cut so far is inserted, dropped or dead-lettered. */
+  private flushAll (): Promise<void> {
+    this.drainHeld(true)
+    this.cut()
+    const upTo = this.seq
+    if ((this.pending[0] ?? Infinity) > upTo) return Promise.resolve()
+    return new Promise((resolve) => { this.waiters.push({ upTo, resolve }) })
+  }
+
+  private async close (timeoutMs: number): Promise<CloseResult> {
+    const done = this.flushAll()
+    let timer: NodeJS.Timeout | undefined
+    const timedOut = await Promise.race([
+      done.then(() => false),
+      new Promise<boolean>((resolve) => { timer = setTimeout(() => { resolve(true) }, timeoutMs) }),
+    ])
+    clearTimeout(timer)
+    // Whatever was cut is on disk (or counted as dropped) before we stop.
+    await this.spoolChain
+    this.stopped = true
+    this.sleeper.interrupt()
+    // Embedded: the backend serialises close behind an insert in flight.
+    await this.backend?.close().catch(() => {})
+    await this.spool?.close().catch(() => {})
+    let remainingRows = 0
+    for (const q of this.queue) remainingRows += q.entry.rows
+    return { remainingBatches: this.queue.length, remainingRows, timedOut }
+  }
+
+  private log (msg: string): void {
+    this.post({ t: 'log', msg })
+  }
+
+  /** At most one message per key every WARN_EVERY_MS, with a count of the ones held back. */
+  private warn (key: string, msg: string): void {
+    const now = Date.now()
+    const w = this.warned.get(key)
+    if (w !== undefined && now - w.at < WARN_EVERY_MS) { w.suppressed++; return }
+    this.log(w !== undefined && w.suppressed > 0 ? `${msg} (+${w.suppressed} similar in the last ${Math.round((now - w.at) / 1000)} s)` : msg)
+    this.warned.set(key, { at: now, suppressed: 0 })
+  }
+}

@@ -1,0 +1,163 @@
+// The durable half of at-least-once: every batch is a file in the spool
+// directory before it is offered to ClickHouse, and is deleted only after
+// ClickHouse acknowledged it. A file is written as `<name>.tmp`, fsynced,
+// renamed to its final name and the directory fsynced, so a final name
+// always holds a complete batch; a `.tmp` found at start is a batch the
+// process died writing (it never reached ClickHouse) and is counted as lost.
+//
+// File name: `<batch id>.<table>.<rows>.tsv` — the batch id is a UUIDv7, so
+// names sort in the order batches were cut, and it is also the insert's
+// deduplication token. Content: TabSeparatedWithNames (header = columns), so
+// an operator can read a spool with `head`, and a spool written by an older
+// version still names its columns.
+//
+// Cost per batch: one write + two fsyncs (~9 ms for 3 MB on this machine's
+// ext4), amortised over batchRows events.
+
+import { hostname } from 'node:os'
+import { basename, join } from 'node:path'
+import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises'
+import { CostError, errorText } from './cost-error.js'
+
+export interface SpoolEntry {
+  readonly id: string
+  readonly table: string
+  readonly rows: number
+  readonly bytes: number
+  readonly path: string
+}
+
+const NAME = /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.([a-z_][a-z0-9_]*)\.(\d+)\.tsv$/
+const LOCK = '.lock'
+export const DEAD_DIR = 'dead'
+
+export function parseSpoolName (name: string): { id: string, table: string, rows: number } | null {
+  const m = NAME.exec(name)
+  if (m === null) return null
+  return { id: m[1] as string, table: m[2] as string, rows: Number(m[3]) }
+}
+
+/** Batches in a spool directory, oldest first (no lock taken: for reports). */
+export async function listSpool (dir: string): Promise<SpoolEntry[]> {
+  let names: string[]
+  try { names = await readdir(dir) } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return []
+    throw new CostError('FW_ERR_COST_SPOOL_IO', dir, errorText(err))
+  }
+  const out: SpoolEntry[] = []
+  for (const name of names.sort()) {
+    const p = parseSpoolName(name)
+    if (p === null) continue
+    const path = join(dir, name)
+    const s = await stat(path).catch(() => null)
+    if (s !== null && s.isFile()) out.push({ ...p, bytes: s.size, path })
+  }
+  return out
+}
+
+/** The column names in a spool file's header line. */
+export async function readSpoolHeader (path: string): Promise<string[]> {
+  const fh = await open(path, 'r').catch((err: unknown) => { throw new CostError('FW_ERR_COST_SPOOL_CORRUPT', path, errorText(err)) })
+  try {
+    const buf = Buffer.alloc(4096)
+    const { bytesRead } = await fh.read(buf, 0, buf.length, 0)
+    const nl = buf.subarray(0, bytesRead).indexOf(10)
+    if (nl <= 0) throw new CostError('FW_ERR_COST_SPOOL_CORRUPT', path, 'no header line')
+    return buf.subarray(0, nl).toString('utf8').split('\t')
+  } finally {
+    await fh.close()
+  }
+}
+
+function alive (pid: number): boolean {
+  try { process.kill(pid, 0); return true } catch (err) { return (err as NodeJS.ErrnoException).code === 'EPERM' }
+}
+
+export class Spool {
+  /** Batches found at open, oldest first: the replay. */
+  readonly found: SpoolEntry[]
+  /** Rows in half-written batches found at open (the process died mid-write). */
+  readonly lostRows: number
+
+  private constructor (readonly dir: string, found: SpoolEntry[], lostRows: number) {
+    this.found = found
+    this.lostRows = lostRows
+  }
+
+  /**
+   * Takes the directory's lock file (pid + host) and scans it. A lock held
+   * by a live process, or by another host, is refused; a lock left by a dead
+   * process (or by an earlier pipeline of this process — the main thread
+   * allows one live pipeline per spool) is taken over.
+   */
+  static async open (dir: string): Promise<Spool> {
+    try {
+      await mkdir(join(dir, DEAD_DIR), { recursive: true })
+    } catch (err) {
+      throw new CostError('FW_ERR_COST_SPOOL_IO', dir, errorText(err))
+    }
+    const lock = join(dir, LOCK)
+    const me = `${process.pid}\n${hostname()}\n`
+    try {
+      await writeFile(lock, me, { flag: 'wx' })
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new CostError('FW_ERR_COST_SPOOL_IO', dir, errorText(err))
+      const [pidText, host] = (await readFile(lock, 'utf8').catch(() => '')).split('\n')
+      const pid = Number(pidText)
+      if (host !== undefined && host !== '' && host !== hostname()) throw new CostError('FW_ERR_COST_SPOOL_LOCKED', dir, `host ${host} (pid ${pidText ?? '?'}); remove ${lock} if that host is gone`)
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) throw new CostError('FW_ERR_COST_SPOOL_LOCKED', dir, `running process ${pid}`)
+      await writeFile(lock, me)
+    }
+    let lostRows = 0
+    for (const name of await readdir(dir)) {
+      if (!name.endsWith('.tmp')) continue
+      lostRows += parseSpoolName(name.slice(0, -4))?.rows ?? 0
+      await unlink(join(dir, name)).catch(() => {})
+    }
+    return new Spool(dir, await listSpool(dir), lostRows)
+  }
+
+  async write (id: string, table: string, rows: number, data: Buffer): Promise<SpoolEntry> {
+    const name = `${id}.${table}.${rows}.tsv`
+    const path = join(this.dir, name)
+    const tmp = path + '.tmp'
+    try {
+      const fh = await open(tmp, 'w')
+      try {
+        await fh.writeFile(data)
+        await fh.sync()
+      } finally {
+        await fh.close()
+      }
+      await rename(tmp, path)
+      await this.syncDir()
+    } catch (err) {
+      await unlink(tmp).catch(() => {})
+      throw new CostError('FW_ERR_COST_SPOOL_IO', this.dir, errorText(err))
+    }
+    return { id, table, rows, bytes: data.length, path }
+  }
+
+  /** After the insert was acknowledged. No fsync: if the unlink is lost in a crash, the replay is deduplicated. */
+  async remove (e: SpoolEntry): Promise<void> {
+    await unlink(e.path).catch((err: unknown) => {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+    })
+  }
+
+  /** Parks a batch ClickHouse refuses for good in `dead/`, where `fairway cost replay --spool DIR/dead` can retry it. */
+  async quarantine (e: SpoolEntry): Promise<void> {
+    await rename(e.path, join(this.dir, DEAD_DIR, basename(e.path))).catch((err: unknown) => {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+    })
+  }
+
+  async close (): Promise<void> {
+    await rm(join(this.dir, LOCK), { force: true })
+  }
+
+  private async syncDir (): Promise<void> {
+    const dh = await open(this.dir, 'r')
+    try { await dh.sync() } finally { await dh.close() }
+  }
+}

@@ -1,0 +1,277 @@
+// Cost pipeline parts that need no ClickHouse: the price table and formula,
+// UUIDv7, the ring -> page -> TSV path, the read-only rewrite, backoff, the
+// spool's file protocol and capacity records.
+
+import t from 'tap'
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { hostname, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { encodeCapacity } from '../src/cost/capacity-record.js'
+import { readonlySql, isPermanentInsertError } from '../src/cost/clickhouse-backend.js'
+import { backoffDelay } from '../src/cost/backoff.js'
+import { CostError } from '../src/cost/cost-error.js'
+import { COST_EVENT_COLUMNS, type CostEvent } from '../src/cost/cost-event.js'
+import { dayRange } from '../src/cost/cost-queries.js'
+import type { PageMessage } from '../src/cost/event-page.js'
+import { EventRing } from '../src/cost/event-ring.js'
+import { COST_EVENTS_HEADER, PageEncoder, tsvEscape } from '../src/cost/page-encoder.js'
+import { checkPriceCoverage, costOf, poolCostPerHour, roundUsd, validatePriceTable, type PriceTable } from '../src/cost/pricing.js'
+import { Spool, listSpool, parseSpoolName, readSpoolHeader } from '../src/cost/spool.js'
+import { isUuid, uuidv7, uuidv7Time } from '../src/cost/uuidv7.js'
+
+const RAW_PRICES = {
+  version: '2025-01',
+  perComputeSecondUsd: { light: 0.0001, mid: 0.0004, heavy: 0.002 },
+  perRequestUsd: 0.000002,
+  tierMultiplier: { shared: 1, premium_shared: 1.5, semi_isolated: 2, dedicated: 3 },
+  nodeCostPerHourUsd: 1.2,
+}
+
+function prices (): PriceTable {
+  const { table } = validatePriceTable(RAW_PRICES, '$.pricing')
+  if (table === null) throw new Error('demo prices invalid')
+  return table
+}
+
+function event (i: number, over: Partial<CostEvent> = {}): CostEvent {
+  return {
+    event_id: uuidv7(), ts_ms: 1_893_456_000_000 + i, tenant_id: `tenant-${i % 3}`, route: 'http:/v2/models/{m}/infer',
+    model_id: 'tiny-classifier', model_version: '1', variant: 'default', tier: 'shared', service_class: 'shared', model_class: 'light',
+    status: 'ok', http_status: 200, queue_wait_ms: 1.25, inference_ms: 0.5, batch_rows: 8, rows: 2, compute_seconds: 0.00001,
+    cache_hit: false, fallback: true, degraded: false, cost_estimate_usd: 0.000003, price_version: '2025-01', cost_center: 'cc-1',
+    region: 'eu-west', node_id: 'node-a', ...over,
+  }
+}
+
+t.test('validatePriceTable accepts a good table and reports every problem with its path', async (t) => {
+  const ok = validatePriceTable(RAW_PRICES, '$.pricing')
+  t.same(ok.problems, [])
+  t.equal(ok.table?.version, '2025-01')
+  t.ok(Object.isFrozen(ok.table), 'the table is frozen')
+
+  const bad = validatePriceTable({
+    version: '',
+    perComputeSecondUsd: { light: -1, mid: 'x' },
+    perRequestUsd: Number.NaN,
+    tierMultiplier: [],
+    colour: 'blue',
+  }, '$.pricing')
+  t.equal(bad.table, null)
+  const paths = bad.problems.map((p) => p.path).sort()
+  t.same(paths, [
+    '$.pricing.colour', '$.pricing.nodeCostPerHourUsd', '$.pricing.perComputeSecondUsd.light', '$.pricing.perComputeSecondUsd.mid',
+    '$.pricing.perRequestUsd', '$.pricing.tierMultiplier', '$.pricing.version',
+  ])
+  t.same(validatePriceTable('nope', '$.pricing').problems, [{ path: '$.pricing', message: 'must be an object' }])
+  t.match(validatePriceTable({ ...RAW_PRICES, perComputeSecondUsd: {} }, '$.p').problems, [{ path: '$.p.perComputeSecondUsd', message: /at least one/ }])
+})
+
+t.test('costOf: per-request fee + compute x class price x tier multiplier, rounded to 1e-12', async (t) => {
+  const p = prices()
+  t.equal(costOf(p, 'light', 'shared', 0.01), 0.000002 + 0.01 * 0.0001)
+  t.equal(costOf(p, 'heavy', 'dedicated', 2), 0.000002 + 2 * 0.002 * 3)
+  t.equal(costOf(p, 'mid', 'premium_shared', 0), 0.000002, 'a refused request (0 compute) pays the fee only')
+  t.equal(costOf(p, 'light', 'shared', Number.NaN), 0.000002, 'NaN compute is 0')
+  t.equal(costOf(p, 'light', 'shared', -5), 0.000002, 'negative compute is 0')
+  t.equal(costOf(p, 'unknown', 'shared', 1), 0.000002, 'an unpriced class costs 0 per second (coverage check reports it)')
+  t.equal(costOf(p, 'light', 'gold', 1), 0.000002 + 0.0001, 'an unknown tier multiplies by 1')
+  const withStar = validatePriceTable({ ...RAW_PRICES, perComputeSecondUsd: { '*': 0.5 }, tierMultiplier: { '*': 2 } }, '$').table as PriceTable
+  t.equal(costOf(withStar, 'anything', 'any', 1), 0.000002 + 1)
+  const c = costOf(p, 'light', 'shared', 0.123456789)
+  t.equal(c, Math.round(c * 1e12) / 1e12, 'rounded to the stored scale')
+  t.equal(c.toFixed(12), '0.000014345679')
+  t.equal(poolCostPerHour(p, 2, 8), 0.3)
+  t.equal(poolCostPerHour(p, 16, 8), 1.2, 'a pool never costs more than the node')
+})
+
+t.test('checkPriceCoverage names unpriced classes and tiers', async (t) => {
+  const p = prices()
+  t.same(checkPriceCoverage(p, ['light', 'mid', 'huge'], ['shared', 'platinum'], '$.pricing'), [
+    { path: '$.pricing.perComputeSecondUsd', message: 'has no price for model class huge' },
+    { path: '$.pricing.tierMultiplier', message: 'has no multiplier for tier platinum' },
+  ])
+  const star = validatePriceTable({ ...RAW_PRICES, perComputeSecondUsd: { '*': 1 }, tierMultiplier: {} }, '$').table as PriceTable
+  t.same(checkPriceCoverage(star, ['huge'], ['platinum'], '$'), [])
+})
+
+t.test('uuidv7: valid, version 7, time-ordered and unique', async (t) => {
+  const now = Date.now()
+  const ids: string[] = []
+  for (let i = 0; i < 20_000; i++) ids.push(uuidv7(now))
+  t.ok(ids.every(isUuid))
+  t.ok(ids.every((id) => id[14] === '7' && '89ab'.includes(id[19] as string)), 'version and variant bits')
+  t.equal(new Set(ids).size, ids.length, 'unique')
+  t.same([...ids].sort(), ids, 'monotonic even within one millisecond')
+  t.ok(uuidv7Time(ids[0] as string) >= now && uuidv7Time(ids.at(-1) as string) <= now + 10, 'carries the ms timestamp (counter overflow borrows a ms)')
+  const later = uuidv7(now - 60_000)
+  t.ok(later > (ids.at(-1) as string), 'a clock step back does not break the order')
+  t.ok(Number.isNaN(uuidv7Time('not-a-uuid')))
+})
+
+t.test('ring pages carry events to TSV losslessly, with strings escaped and junk clamped', async (t) => {
+  const pages: PageMessage[] = []
+  const ring = new EventRing(64, (m) => { pages.push(m) })
+  t.equal(ring.pageCapacity, 16)
+  t.equal(ring.capacity, 64)
+  const weird = event(1, { tenant_id: 'tab\there', route: 'line\nbreak\\slash', region: 'zürich ☃', model_version: "it's" })
+  const junk = event(2, { event_id: 'not-a-uuid', http_status: 99_999, queue_wait_ms: Number.NaN, inference_ms: Infinity, cost_estimate_usd: 5e6, rows: -3, node_id: '' })
+  t.ok(ring.push(weird, 'default-node'))
+  t.ok(ring.push(junk, 'default-node'))
+  t.equal(ring.depth, 2)
+  ring.flushPage()
+  t.equal(pages.length, 1)
+  const enc = new PageEncoder()
+  const lines = enc.encode(pages[0] as PageMessage).split('\n').filter((l) => l !== '')
+  t.equal(lines.length, 2)
+  const cols = COST_EVENTS_HEADER.trim().split('\t')
+  t.same(cols, [...COST_EVENT_COLUMNS])
+  const row = (l: string): Record<string, string> => Object.fromEntries(l.split('\t').map((v, i) => [cols[i], v]))
+  const a = row(lines[0] as string)
+  t.equal(a.event_id, weird.event_id)
+  t.equal(a.tenant_id, 'tab\\there')
+  t.equal(a.route, 'line\\nbreak\\\\slash')
+  t.equal(a.region, 'zürich ☃')
+  t.equal(a.model_version, "it's")
+  t.equal(a.ts_ms, String(weird.ts_ms))
+  t.equal(a.fallback, '1')
+  t.equal(a.cache_hit, '0')
+  t.equal(a.cost_estimate_usd, '0.000003000000')
+  t.equal(a.node_id, 'node-a')
+  const b = row(lines[1] as string)
+  t.ok(isUuid(b.event_id as string) && b.event_id !== 'not-a-uuid', 'a malformed id is replaced')
+  t.equal(enc.invalidIds, 1)
+  t.equal(b.http_status, '0', 'http status out of UInt16 range')
+  t.equal(b.queue_wait_ms, '0')
+  t.equal(b.inference_ms, '0')
+  t.equal(b.cost_estimate_usd, '999999.000000000000', 'clamped into Decimal(18, 12)')
+  t.equal(b.rows, '0')
+  t.equal(b.node_id, 'default-node', "the pipeline's node id fills an empty one")
+  t.equal(tsvEscape('a\tb\nc\rd\\e\0f'), 'a\\tb\\nc\\rd\\\\e\\0f')
+})
+
+t.test('numbers are written without allocation-heavy paths yet parse back exactly', async (t) => {
+  const pages: PageMessage[] = []
+  const ring = new EventRing(1 << 16, (m) => { pages.push(m) })
+  const events: CostEvent[] = []
+  let seed = 7
+  const rnd = (): number => { seed = (seed * 16807) % 2147483647; return seed / 2147483647 }
+  for (let i = 0; i < 5000; i++) {
+    const e = event(i, {
+      ts_ms: Math.floor(rnd() * 4e12), queue_wait_ms: rnd() * 10 ** (rnd() * 8 - 4), inference_ms: i % 2 === 0 ? Math.floor(rnd() * 1e6) : rnd(),
+      compute_seconds: rnd() * 1e-3, cost_estimate_usd: i % 5 === 0 ? -rnd() * 10 : rnd() * 10 ** (rnd() * 10 - 8),
+      http_status: Math.floor(rnd() * 600), rows: Math.floor(rnd() * 2 ** 32), batch_rows: i,
+    })
+    events.push(e)
+    ring.push(e, 'n')
+  }
+  ring.flushPage()
+  const enc = new PageEncoder()
+  const text = pages.map((p) => enc.encode(p)).join('')
+  const cols = COST_EVENTS_HEADER.trim().split('\t')
+  const at = (name: string): number => cols.indexOf(name)
+  const bad: string[] = []
+  text.trim().split('\n').forEach((line, i) => {
+    const f = line.split('\t')
+    const e = events[i] as CostEvent
+    const check = (name: string, want: number): void => { if (Number(f[at(name)]) !== want) bad.push(`${i} ${name}: ${f[at(name)] ?? ''} != ${want}`) }
+    check('ts_ms', e.ts_ms)
+    check('queue_wait_ms', e.queue_wait_ms)
+    check('inference_ms', e.inference_ms)
+    check('compute_seconds', e.compute_seconds)
+    check('cost_estimate_usd', roundUsd(e.cost_estimate_usd))
+    check('http_status', e.http_status)
+    check('rows', e.rows)
+    check('batch_rows', e.batch_rows)
+    if (!/^-?\d+\.\d{12}$/.test(f[at('cost_estimate_usd')] ?? '')) bad.push(`${i} usd format ${f[at('cost_estimate_usd')] ?? ''}`)
+  })
+  t.same(bad.slice(0, 5), [], 'every number round-trips (cost at 12 decimals)')
+})
+
+t.test('the ring is bounded by pages the sink has not returned, and reuses returned pages', async (t) => {
+  const pages: PageMessage[] = []
+  const ring = new EventRing(64, (m) => { pages.push(m) })
+  let accepted = 0
+  for (let i = 0; i < 100; i++) if (ring.push(event(i), 'n')) accepted++
+  t.equal(accepted, 64, 'full pages in flight count against the bound')
+  t.equal(pages.length, 4)
+  t.equal(ring.depth, 64)
+  const first = pages[0] as PageMessage
+  t.same(first.strings.slice(0, 3), ['tenant-0', 'http:/v2/models/{m}/infer', 'tiny-classifier'], 'new strings travel with the first page that uses them')
+  t.same((pages[1] as PageMessage).strings, [], 'and only once')
+  ring.release(first.buf, first.n)
+  t.equal(ring.depth, 48)
+  t.ok(ring.push(event(200), 'n'), 'a returned page takes events again')
+})
+
+t.test('the dictionary restarts past DICT_MAX and says so on the next page', async (t) => {
+  const pages: PageMessage[] = []
+  const ring = new EventRing(4096, (m) => { pages.push(m) })
+  const enc = new PageEncoder()
+  let out = ''
+  for (let i = 0; i < 70_000; i++) {
+    ring.push(event(i, { model_version: `v${i}` }), 'n')
+    for (const p of pages.splice(0)) { out = enc.encode(p); ring.release(p.buf, p.n) }
+  }
+  ring.flushPage()
+  for (const p of pages.splice(0)) out = enc.encode(p)
+  t.match(out.trim().split('\n').at(-1), /\tv69999\t/, 'ids stay consistent across the reset')
+})
+
+t.test('readonlySql appends readonly=1 to the statement or its SETTINGS list', async (t) => {
+  t.equal(readonlySql('SELECT 1'), 'SELECT 1 SETTINGS readonly = 1')
+  t.equal(readonlySql('SELECT 1 SETTINGS max_threads = 2'), 'SELECT 1 SETTINGS max_threads = 2, readonly = 1')
+  t.throws(() => readonlySql('SELECT * FROM (SELECT 1 SETTINGS max_threads = 1)'), { code: 'FW_ERR_COST_QUERY_NOT_READONLY' }, 'a subquery may not change settings')
+  t.throws(() => readonlySql('WITH x AS (SELECT 1 SETTINGS readonly = 0) SELECT * FROM x'), { code: 'FW_ERR_COST_QUERY_NOT_READONLY' })
+  t.throws(() => readonlySql('SELECT 1 SETTINGS readonly = 0'), { code: 'FW_ERR_COST_QUERY_NOT_READONLY' })
+  t.throws(() => readonlySql("SELECT 1 SETTINGS profile = 'default'"), { code: 'FW_ERR_COST_QUERY_NOT_READONLY' })
+})
+
+t.test('backoff doubles with equal jitter up to the cap', async (t) => {
+  t.equal(backoffDelay(1, 100, 10_000, () => 0), 50)
+  t.equal(backoffDelay(1, 100, 10_000, () => 1), 100)
+  t.equal(backoffDelay(4, 100, 10_000, () => 0), 400)
+  t.equal(backoffDelay(30, 100, 10_000, () => 1), 10_000)
+})
+
+t.test('insert errors: data errors are permanent, transport errors are not', async (t) => {
+  t.ok(isPermanentInsertError({ code: '27', type: 'CANNOT_PARSE_INPUT_ASSERTION_FAILED', message: 'x' }))
+  t.notOk(isPermanentInsertError({ code: '210', type: 'NETWORK_ERROR' }))
+  t.notOk(isPermanentInsertError(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' })))
+  t.ok(isPermanentInsertError(new CostError('FW_ERR_COST_SPOOL_CORRUPT', 'f', 'x')))
+})
+
+t.test('spool: atomic batch files, lock, replay list, lost tmp files, quarantine', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'fairway-spool-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const s = await Spool.open(dir)
+  t.same(s.found, [])
+  const id = uuidv7()
+  const e = await s.write(id, 'cost_events', 2, Buffer.from(COST_EVENTS_HEADER + 'a\nb\n'))
+  t.same(parseSpoolName(`${id}.cost_events.2.tsv`), { id, table: 'cost_events', rows: 2 })
+  t.equal(parseSpoolName('junk.tsv'), null)
+  t.same(await readSpoolHeader(e.path), [...COST_EVENT_COLUMNS])
+  t.same(readdirSync(dir).filter((n) => n.endsWith('.tmp')), [], 'no temp file after a write')
+  // A second owner in another (live) process is refused; our own pid is taken over.
+  writeFileSync(join(dir, '.lock'), `${process.ppid}\n${hostname()}\n`)
+  await t.rejects(Spool.open(dir), { code: 'FW_ERR_COST_SPOOL_LOCKED' })
+  writeFileSync(join(dir, '.lock'), `${process.pid}\n${hostname()}\n`)
+  writeFileSync(join(dir, `${uuidv7()}.cost_events.7.tsv.tmp`), 'half')
+  const again = await Spool.open(dir)
+  t.equal(again.lostRows, 7, 'a half-written batch is counted as lost')
+  t.same(again.found.map((f) => f.id), [id], 'the complete batch is replayed')
+  await again.quarantine(e)
+  t.same(await listSpool(dir), [])
+  t.same(await listSpool(join(dir, 'dead')).then((l) => l.map((f) => f.id)), [id])
+  await again.close()
+  t.notOk(readdirSync(dir).includes('.lock'))
+})
+
+t.test('capacity records: hour-truncated UTC, validated', async (t) => {
+  const tsv = encodeCapacity([{ hour_ms: Date.parse('2030-01-01T10:42:00Z'), pool: 'shared', capacity_seconds: 7200, node_cost_usd: 0.3 }], 'node-a')
+  const [hour, node, pool, cap, usd, at] = tsv.trim().split('\t')
+  t.same([hour, node, pool, cap, usd], ['2030-01-01 10:00:00', 'node-a', 'shared', '7200', '0.300000000000'])
+  t.ok(Number(at) > 0)
+  t.throws(() => encodeCapacity([{ hour_ms: 0, pool: '', capacity_seconds: 1, node_cost_usd: 1 }], 'n'), { code: 'FW_ERR_COST_RECORD_INVALID' })
+  t.throws(() => encodeCapacity([{ hour_ms: 0, pool: 'p', capacity_seconds: -1, node_cost_usd: 1 }], 'n'), { code: 'FW_ERR_COST_RECORD_INVALID' })
+  t.same(dayRange('2030-01-01'), { from: '2030-01-01 00:00:00', to: '2030-01-02 00:00:00' })
+})

@@ -1,0 +1,213 @@
+// The open-loop load generator (perf/loadgen.ts) against a node:http server in
+// this process whose behaviour is known: the arrival schedule it produces,
+// that recorded latencies include a known server delay, and that measuring
+// from the intended send time exposes a stall that a coordinated-omission-
+// prone measurement (from when the request hit the wire) hides.
+// Timing bounds are generous sanity bounds; the assertions are about behaviour.
+
+import t from 'tap'
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { performance } from 'node:perf_hooks'
+import { runLoad, validateScenario, type FlowSpec, type LoadResult, type Sample, type Scenario } from '../perf/loadgen.js'
+
+type Handler = (n: number, req: IncomingMessage, res: ServerResponse) => void
+
+interface TestServer {
+  url: string
+  /** Epoch ms of every request's arrival (body fully read), in order. */
+  arrivals: number[]
+  close (): Promise<void>
+}
+
+function epochMs (): number {
+  return performance.timeOrigin + performance.now()
+}
+
+/** A server that reads the body, then lets `handle` answer request number n (1-based). */
+async function serve (handle: Handler): Promise<TestServer> {
+  const arrivals: number[] = []
+  const server = createServer((req, res) => {
+    req.resume()
+    req.on('end', () => {
+      arrivals.push(epochMs())
+      handle(arrivals.length, req, res)
+    })
+  })
+  server.keepAliveTimeout = 30_000
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    arrivals,
+    close: async () => {
+      server.closeAllConnections()
+      await new Promise<void>((resolve) => server.close(() => resolve()))
+    },
+  }
+}
+
+function ok (res: ServerResponse, status = 200): void {
+  res.writeHead(status, { 'content-type': 'application/json' })
+  res.end('{"outputs":[]}')
+}
+
+function flow (over: Partial<FlowSpec> = {}): FlowSpec {
+  return { name: 'f', model: 'tiny-classifier', rows: 1, rate: 100, arrival: 'constant', protocol: 'http', encoding: 'json', ...over }
+}
+
+function scenario (url: string, over: Partial<Scenario>): Scenario {
+  return { target: url, duration_s: 2, warmup_s: 0, threads: 1, seed: 42, flows: [flow()], ...over }
+}
+
+async function run (s: Scenario, hooks: { onMeasureStart?: () => void, onMeasureEnd?: () => void } = {}): Promise<LoadResult & { samples: Sample[] }> {
+  const r = await runLoad(s, { progress: false, collectSamples: 100_000, ...hooks })
+  return r as LoadResult & { samples: Sample[] }
+}
+
+function median (xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.floor(s.length / 2)] ?? NaN
+}
+
+t.test('constant arrivals: rate x duration requests, evenly spaced, merged across threads', async (t) => {
+  const srv = await serve((_n, _req, res) => ok(res))
+  t.teardown(() => srv.close())
+  const rate = 200
+  const r = await run(scenario(srv.url, { duration_s: 2, threads: 2, flows: [flow({ rate })] }))
+  const f = r.flows[0]
+  t.ok(f !== undefined)
+  if (f === undefined) return
+  t.ok(Math.abs(f.intended - rate * 2) <= 1, `intended ${f.intended} = rate x duration (${rate * 2})`)
+  t.equal(f.sent + f.dropped, f.intended, 'every intended request was sent or counted as dropped')
+  t.equal(f.dropped, 0, 'nothing dropped')
+  t.equal(f.ok, f.sent, 'every request answered 200')
+  t.equal(f.status['200'], f.sent)
+  t.equal(srv.arrivals.length, f.sent, 'the server saw exactly the requests the generator counted')
+  t.equal(f.offered_rate, rate)
+  t.equal(f.latency_us.count, f.ok, 'one latency per 2xx response')
+
+  // The two threads' schedules interleave into one evenly spaced stream.
+  const intended = r.samples.map((s) => s.intendedMs)
+  const gaps = intended.slice(1).map((x, i) => x - (intended[i] as number))
+  const step = 1000 / rate
+  t.ok(gaps.every((g) => Math.abs(g - step) < 0.01), `intended send times are exactly ${step} ms apart`)
+  t.ok(r.samples.every((s) => s.sentMs >= s.intendedMs), 'nothing is sent before its intended time')
+  const lag = median(r.samples.map((s) => s.sentMs - s.intendedMs))
+  t.ok(lag < 20, `median send lag ${lag.toFixed(2)} ms is small (sanity bound 20 ms)`)
+  // What the server saw: evenly spaced arrivals (generous bound on jitter).
+  const sgaps = srv.arrivals.slice(1).map((x, i) => x - (srv.arrivals[i] as number))
+  const sm = median(sgaps)
+  t.ok(sm > step * 0.4 && sm < step * 1.6, `median inter-arrival at the server ${sm.toFixed(2)} ms ~ ${step} ms`)
+})
+
+t.test('Poisson arrivals: right count, exponential gaps', async (t) => {
+  const srv = await serve((_n, _req, res) => ok(res))
+  t.teardown(() => srv.close())
+  const rate = 300
+  const r = await run(scenario(srv.url, { duration_s: 2, threads: 2, flows: [flow({ rate, arrival: 'poisson' })] }))
+  const f = r.flows[0]
+  if (f === undefined) { t.fail('no flow'); return }
+  // 600 expected, sd ~24.5: 5 sd either side.
+  t.ok(f.intended > 475 && f.intended < 725, `intended ${f.intended} ~ 600`)
+  t.equal(srv.arrivals.length, f.sent)
+  const intended = r.samples.map((s) => s.intendedMs)
+  const gaps = intended.slice(1).map((x, i) => x - (intended[i] as number))
+  const mean = gaps.reduce((a, b) => a + b, 0) / gaps.length
+  const sd = Math.sqrt(gaps.reduce((a, b) => a + (b - mean) ** 2, 0) / gaps.length)
+  t.ok(mean > 2.5 && mean < 4.3, `mean gap ${mean.toFixed(2)} ms ~ 3.33 ms`)
+  t.ok(sd / mean > 0.75 && sd / mean < 1.25, `coefficient of variation ${(sd / mean).toFixed(2)} ~ 1 (exponential), not 0 (constant)`)
+})
+
+t.test('phases change the rate; warmup requests are sent but not measured', async (t) => {
+  const srv = await serve((_n, _req, res) => ok(res))
+  t.teardown(() => srv.close())
+  const hooks: Array<[string, number]> = []
+  const r = await run(scenario(srv.url, { duration_s: 3, warmup_s: 0.5, flows: [flow({ rate: 100, phases: [{ from_s: 1, to_s: 2, rate: 400 }] })] }), {
+    onMeasureStart: () => hooks.push(['start', epochMs()]),
+    onMeasureEnd: () => hooks.push(['end', epochMs()]),
+  })
+  t.same(hooks.map((h) => h[0]), ['start', 'end'], 'measure hooks run once each, in order')
+  const span = (hooks[1]?.[1] ?? 0) - (hooks[0]?.[1] ?? 0)
+  t.ok(span > 2500 && span < 4000, `hooks ${span.toFixed(0)} ms apart ~ the 3 s measured period`)
+  const f = r.flows[0]
+  if (f === undefined) { t.fail('no flow'); return }
+  t.ok(Math.abs(f.intended - 600) <= 2, `measured intended ${f.intended} = 100 + 400 + 100`)
+  t.ok(Math.abs(f.warmup_sent - 50) <= 1, `warmup sent ${f.warmup_sent} = 0.5 s x 100/s`)
+  t.equal(srv.arrivals.length, f.sent + f.warmup_sent)
+  const start = Math.min(...r.samples.map((s) => s.intendedMs))
+  const inPhase = r.samples.filter((s) => s.intendedMs >= start + 1500 && s.intendedMs < start + 2500).length
+  t.ok(Math.abs(inPhase - 400) <= 2, `${inPhase} requests intended inside the 400/s phase`)
+  t.equal(r.samples.filter((s) => s.measured).length, f.intended)
+})
+
+t.test('recorded latencies include a known server delay', async (t) => {
+  // Requests 51..150 are answered after 20 ms, with status 202 so the
+  // generator's per-request samples can be matched to the server's choice.
+  const DELAY = 20
+  const srv = await serve((n, _req, res) => {
+    if (n > 50 && n <= 150) setTimeout(() => ok(res, 202), DELAY)
+    else ok(res)
+  })
+  t.teardown(() => srv.close())
+  const r = await run(scenario(srv.url, { duration_s: 2, flows: [flow({ rate: 200 })] }))
+  const f = r.flows[0]
+  if (f === undefined) { t.fail('no flow'); return }
+  t.equal(f.status['202'], 100, '100 delayed responses')
+  t.equal(f.status['200'], f.sent - 100)
+  const delayed = r.samples.filter((s) => s.status === 202).map((s) => s.latencyUs)
+  const prompt = r.samples.filter((s) => s.status === 200).map((s) => s.latencyUs)
+  t.equal(delayed.length, 100)
+  // setTimeout may fire up to ~1 ms early against performance.now().
+  t.ok(delayed.every((us) => us >= (DELAY - 1) * 1000), `every delayed request's latency >= ${DELAY - 1} ms (min ${(Math.min(...delayed) / 1000).toFixed(2)} ms)`)
+  t.ok(median(delayed) - median(prompt) > (DELAY - 5) * 1000, `delayed median ${(median(delayed) / 1000).toFixed(1)} ms vs prompt ${(median(prompt) / 1000).toFixed(1)} ms`)
+  // A quarter of the requests were delayed: the p90 is a delayed one, and the histogram agrees with the samples.
+  t.ok(f.latency_us.p90 >= (DELAY - 1) * 1000, `p90 ${f.latency_us.p90} us includes the delay`)
+  t.ok(f.latency_us.max >= DELAY * 1000 * 0.95)
+  t.equal(f.latency_us.count, f.sent)
+})
+
+t.test('coordinated omission: a 200 ms stall is charged to every request queued behind it', async (t) => {
+  // Stop-the-world at request 150: nothing is answered for 200 ms, and
+  // everything arriving meanwhile waits for the stall to end.
+  const STALL = 200
+  const CONNECTIONS = 4
+  let stallStart = 0
+  let stallEnd = 0
+  const srv = await serve((n, _req, res) => {
+    const now = epochMs()
+    if (n === 150) { stallStart = now; stallEnd = now + STALL }
+    if (now < stallEnd) setTimeout(() => ok(res), stallEnd - now)
+    else ok(res)
+  })
+  t.teardown(() => srv.close())
+  const rate = 250
+  const r = await run(scenario(srv.url, { duration_s: 3, connections: CONNECTIONS, flows: [flow({ rate })] }))
+  const f = r.flows[0]
+  if (f === undefined) { t.fail('no flow'); return }
+  t.ok(stallStart > 0, 'the server stalled')
+  t.equal(f.ok, f.sent, 'every request answered')
+
+  const slow = r.samples.filter((s) => s.latencyUs >= 100_000)
+  // ~ (STALL - 100 ms) x rate = 25 requests were intended early enough in the stall to wait >= 100 ms.
+  t.ok(slow.length >= 10, `${slow.length} requests took >= 100 ms from their intended send time (not just one)`)
+  t.ok(f.latency_us.p99 >= 100_000, `p99 ${(f.latency_us.p99 / 1000).toFixed(1)} ms reflects the queue behind the stall`)
+  // Every request intended during the first half of the stall waited until its end.
+  const queued = r.samples.filter((s) => s.intendedMs >= stallStart && s.intendedMs <= stallEnd - 110)
+  t.ok(queued.length >= 10, `${queued.length} requests intended during the stall's first ${STALL - 110} ms`)
+  t.ok(queued.every((s) => s.latencyUs >= 100_000), 'each of them has latency >= 100 ms')
+  // Waiting for a free connection is part of the latency: measured from when a
+  // request was written to a connection (what a closed-loop tool sees), at most
+  // one request per connection can have waited that long.
+  const wireSlow = r.samples.filter((s) => s.wireMs > 0 && s.intendedMs + s.latencyUs / 1000 - s.wireMs >= 100).length
+  t.ok(wireSlow <= CONNECTIONS, `measured from the wire only ${wireSlow} request(s) look slow (<= ${CONNECTIONS} connections)`)
+  t.ok(f.service_us.p99 < 100_000, `service-time p99 ${(f.service_us.p99 / 1000).toFixed(1)} ms hides the stall; latency p99 does not`)
+})
+
+t.test('scenario validation', async (t) => {
+  const base = { target: 'http://127.0.0.1:1', duration_s: 1, flows: [flow()] }
+  t.doesNotThrow(() => validateScenario(base))
+  t.throws(() => validateScenario({ ...base, flows: [flow({ protocol: 'websocket' })] }), /websocket.*not implemented/)
+  t.throws(() => validateScenario({ ...base, flows: [flow({ rate: -1 })] }), /flows\[0\]\.rate/)
+  t.throws(() => validateScenario({ ...base, flows: [flow({ phases: [{ from_s: 0, to_s: 2, rate: 1 }, { from_s: 1, to_s: 3, rate: 1 }] })] }), /overlaps/)
+  t.throws(() => validateScenario({ ...base, flows: [flow(), flow()] }), /used twice/)
+})
