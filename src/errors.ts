@@ -1,3 +1,5 @@
+import { COST_ERRORS } from './cost/cost-error.js'
+
 // The one error registry of fairway. Every error a client or an operator can
 // see has a stable `FW_ERR_<AREA>_<WHAT>` code, an HTTP status and a message
 // template; docs/errors.md documents each one with how to fix it. Adding a code
@@ -42,9 +44,9 @@ export const ERRORS = {
   FW_ERR_RUNTIME_INFERENCE_FAILED: { status: 500, message: 'inference failed: %s' },
   FW_ERR_RUNTIME_PROVIDER_UNAVAILABLE: { status: 500, message: '%s' },
   FW_ERR_RUNTIME_MODEL_LOAD: { status: 500, message: '%s' },
-  // --- cost -------------------------------------------------------------------
+  // --- cost (the pipeline's own codes are defined next to it, in src/cost/cost-error.ts)
   FW_ERR_COST_DISABLED: { status: 404, message: 'cost events are disabled on this server (cost.enabled is false)' },
-  FW_ERR_COST_QUERY: { status: 400, message: 'cost query failed: %s' },
+  ...COST_ERRORS,
   // --- start-up ------------------------------------------------------------------
   FW_ERR_CONFIG_INVALID: { status: 500, message: 'invalid platform config %s' },
   FW_ERR_UWS_FALLBACK: { status: 500, message: 'uWebSockets.js native addon did not load (%s); refusing to run on the pure-JS fallback' },
@@ -72,6 +74,18 @@ export class FairwayError extends Error {
     this.statusCode = spec.status
     this.details = details
   }
+}
+
+/** A FairwayError carrying another coded error's code and message (e.g. a CostError). */
+export function asFairwayError (err: unknown): FairwayError {
+  if (err instanceof FairwayError) return err
+  const code = (err as { code?: unknown } | null)?.code
+  if (typeof code === 'string' && code in ERRORS) {
+    const e = new FairwayError(code as ErrorCode)
+    e.message = (err as Error).message
+    return e
+  }
+  return new FairwayError('FW_ERR_INTERNAL')
 }
 
 export function fwError (code: ErrorCode, ...args: Array<string | number>): FairwayError {

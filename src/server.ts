@@ -59,7 +59,9 @@ export async function startServer (opts: StartOptions): Promise<RunningServer> {
   const weights = registry.tenants.map((t) => t.config.weight)
   const weightOf = (flow: number): number => weights[flow] ?? 1
 
-  if (loadAffinity() === null) warn(`fairway: CPU pinning disabled, workers run unpinned: ${affinityLoadError() ?? 'addon not loaded'}`)
+  const affinity = loadAffinity()
+  if (affinity === null) warn(`fairway: CPU pinning disabled, workers run unpinned: ${affinityLoadError() ?? 'addon not loaded'}`)
+  else if (opts.config.server.cpus.length > 0) affinity.setThreadAffinity(opts.config.server.cpus)
 
   const pools: ClassPool[] = []
   const schedulers = new Map<string, ClassScheduler>()

@@ -86,5 +86,5 @@ t.test('admin SQL endpoint: operators only, read-only', async (t) => {
   t.ok(Number(ok.json.n) > 0)
   const write = await q('fw_demo_admin', 'DROP TABLE cost_events')
   t.equal(write.status, 400)
-  t.equal(write.json.code, 'FW_ERR_COST_QUERY')
+  t.equal(write.json.code, 'FW_ERR_COST_QUERY_NOT_READONLY')
 })

@@ -17,6 +17,12 @@ export interface ServerConfig {
   readonly maxBodyBytes: number
   /** How long shutdown waits for in-flight requests before closing anyway. */
   readonly drainTimeoutMs: number
+  /**
+   * CPUs for the gateway thread (and the threads it starts before pinning
+   * them, e.g. the cost sink). Empty: unpinned. Keeping it off the CPUs of a
+   * saturated heavy class keeps admission and light traffic responsive.
+   */
+  readonly cpus: readonly number[]
 }
 
 export type DeviceConfig =

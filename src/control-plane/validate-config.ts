@@ -100,12 +100,18 @@ export function validateConfig (raw: unknown, opts: ValidateOptions): ValidateRe
   c.unknownKeys(root, '$', ['$schema', 'description', 'server', 'admin', 'modelRepository', 'serviceClasses', 'models', 'tenants', 'pricing', 'cost'])
 
   const s = c.object(root.server ?? {}, '$.server') ?? {}
-  c.unknownKeys(s, '$.server', ['host', 'port', 'maxBodyBytes', 'drainTimeoutMs'])
+  c.unknownKeys(s, '$.server', ['host', 'port', 'maxBodyBytes', 'drainTimeoutMs', 'cpus'])
+  let gatewayCpus: number[] = []
+  if (s.cpus !== undefined) {
+    if (!Array.isArray(s.cpus) || s.cpus.length === 0 || !s.cpus.every((x) => Number.isInteger(x) && x >= 0 && x < 1024)) c.fail('$.server.cpus', 'must be a non-empty array of CPU ids (integers 0..1023)')
+    else gatewayCpus = [...new Set(s.cpus as number[])].sort((a, b) => a - b)
+  }
   const server = {
     host: c.string(s, 'host', '$.server', '127.0.0.1'),
     port: c.number(s, 'port', '$.server', { min: 0, max: 65535, int: true, dflt: 8000 }),
     maxBodyBytes: c.number(s, 'maxBodyBytes', '$.server', { min: 1024, int: true, dflt: 4 * 1024 * 1024 }),
     drainTimeoutMs: c.number(s, 'drainTimeoutMs', '$.server', { min: 0, int: true, dflt: 10_000 }),
+    cpus: gatewayCpus,
   }
 
   const ad = c.object(root.admin ?? {}, '$.admin') ?? {}
@@ -300,7 +306,7 @@ function costConfig (c: Checker, v: unknown, baseDir: string): CostConfig {
     enabled: c.boolean(o, 'enabled', p, true),
     backend,
     spoolDir: dir('spoolDir', 'var/cost/spool'),
-    batchRows: c.number(o, 'batchRows', p, { min: 1, max: 1_000_000, int: true, dflt: 20_000 }),
+    batchRows: c.number(o, 'batchRows', p, { min: 1, max: 1_000_000, int: true, dflt: 100_000 }),
     flushMs: c.number(o, 'flushMs', p, { min: 10, max: 60_000, int: true, dflt: 1000 }),
   }
 }

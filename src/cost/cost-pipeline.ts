@@ -304,7 +304,8 @@ export class CostPipeline {
    * Stops accepting events, hands the ring to the sink, waits up to
    * timeoutMs (default 30 s) for ClickHouse to acknowledge everything, then
    * stops the sink thread. What ClickHouse did not take stays in the spool
-   * (logged) for the next start or `fairway cost replay`. Idempotent.
+   * (logged) for the next start or `fairway cost replay`. Idempotent; never
+   * rejects (a failure is logged).
    */
   close (opts: { timeoutMs?: number } = {}): Promise<void> {
     if (this.closing !== null) return this.closing
@@ -319,6 +320,9 @@ export class CostPipeline {
         if (r.remainingBatches > 0) {
           this.log(`cost: closing with ${r.remainingBatches} batches (${r.remainingRows} events) still in ${this.spoolDir}: ClickHouse did not take them within ${timeoutMs} ms; they are inserted at the next start, or now with: fairway cost replay --spool ${this.spoolDir}`)
         }
+      } catch (err) {
+        // Shutdown must go on; what was spooled stays spooled.
+        this.log(`cost: close did not complete cleanly (${errorText(err)}); spooled batches stay in ${this.spoolDir} for the next start`)
       } finally {
         await this.stopWorker()
         this.release()

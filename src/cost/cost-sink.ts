@@ -38,6 +38,7 @@ export class CostSink {
   /** The cost_events batch being filled (TSV bytes, header first). */
   private current: ByteWriter | null = null
   private partRows = 0
+  private lastBatchBytes = 64 << 10
   private cutTimer: NodeJS.Timeout | null = null
   /** Sequence number of the last batch cut (replayed batches first). */
   private seq = 0
@@ -132,7 +133,9 @@ export class CostSink {
   private takePage (m: PageMessage): void {
     let w = this.current
     if (w === null) {
-      w = this.current = new ByteWriter(Math.min(64 << 20, (this.init.batchRows + m.capacity) * 256))
+      // Sized like the previous batch: no regrowth under steady load, a few
+      // kB when quiet; doubles if it fills.
+      w = this.current = new ByteWriter(Math.min(64 << 20, Math.ceil(this.lastBatchBytes * 1.1)))
       w.ascii(COST_EVENTS_HEADER)
     }
     this.encoder.encodeInto(m, w)
@@ -155,6 +158,7 @@ export class CostSink {
     const rows = this.partRows
     this.current = null
     this.partRows = 0
+    this.lastBatchBytes = w.pos
     void this.batch('cost_events', w.buf.subarray(0, w.pos), rows)
   }
 

@@ -6,7 +6,7 @@
 import { performance } from 'node:perf_hooks'
 import type { HttpRequest, HttpResponse, TemplatedApp } from '@trufflesuite/uws-js-unofficial'
 import type { Route, TenantRegistry } from '../control-plane/registry.js'
-import { FairwayError, fwError } from '../errors.js'
+import { asFairwayError, FairwayError, fwError } from '../errors.js'
 import { renderMetrics } from '../telemetry/metrics.js'
 import { parseClientTimeout, type InferenceService } from './inference-service.js'
 import { readBody } from './body-reader.js'
@@ -70,9 +70,7 @@ export function registerRoutes (app: TemplatedApp, deps: GatewayDeps): void {
       if (err !== null) { sendError(ex, err, true); return }
       cost.pipeline.query(body.toString('utf8'), format, { readonly: true }).then((text) => {
         send(ex, 200, text, format === 'CSVWithNames' ? 'text/csv' : 'application/x-ndjson')
-      }, (e: unknown) => {
-        sendError(ex, fwError('FW_ERR_COST_QUERY', e instanceof Error ? e.message.split('\n')[0] ?? '' : String(e)))
-      })
+      }, (e: unknown) => { sendError(ex, asFairwayError(e)) })
     })
   })
   app.get('/v2', (res, req) => {
