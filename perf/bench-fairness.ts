@@ -42,12 +42,14 @@ function tenant (key: string, models: Record<string, string>, limits: Limits, we
   }
 }
 
-/** The benchmark platform: light work on CPU 1, heavy work on CPU 0, no lending (isolation is what is measured). */
-function platform (): Record<string, unknown> {
+/**
+ * The benchmark platform: light work on CPU 1, heavy work on CPU 0, no lending
+ * (isolation is what is measured). `gatewayCpus` pins the gateway thread.
+ */
+function platform (gatewayCpus?: number[]): Record<string, unknown> {
   const generous: Limits = { concurrency: 10_000, ratePerSecond: 0, burst: 1, queueDepth: 200, timeoutMs: 30_000 }
   return {
-    // The gateway thread shares CPU 1 with light work, away from the heavy class.
-    server: { host: '127.0.0.1', port: 0, cpus: [1] },
+    server: { host: '127.0.0.1', port: 0, ...(gatewayCpus === undefined ? {} : { cpus: gatewayCpus }) },
     admin: { tokens: [`sha256:${hashApiKey(ADMIN)}`] },
     modelRepository: join(ROOT, 'models'),
     pricing: { version: 'bench', perComputeSecondUsd: { '*': 0.0001 }, perRequestUsd: 0, nodeCostPerHourUsd: 0.2 },
@@ -229,9 +231,9 @@ async function batching (configFile: string): Promise<Record<string, unknown>> {
   for (const [label, extra] of [['batching on', []], ['batching off', ['--no-batching']]] as Array<[string, string[]]>) {
     const s = await startFairway(configFile, extra)
     try {
-      const r = await runLoad(scenario(s.url, [flow('big', 'fw_bench_big', 'tiny-classifier', 12_000)], PHASE_S, 256), quiet)
+      const r = await runLoad(scenario(s.url, [flow('big', 'fw_bench_big', 'tiny-classifier', 20_000)], PHASE_S, 256), quiet)
       const t = tenantOf(r, 'big')
-      out[label] = { offered_rps: 12_000, ok_rps: t?.ok_rate ?? NaN, p50_us: t?.latency_us.p50 ?? NaN, p99_us: t?.latency_us.p99 ?? NaN, errors: t?.errors ?? NaN }
+      out[label] = { offered_rps: 20_000, ok_rps: t?.ok_rate ?? NaN, p50_us: t?.latency_us.p50 ?? NaN, p99_us: t?.latency_us.p99 ?? NaN, errors: t?.errors ?? NaN }
     } finally {
       await stop(s)
     }
@@ -245,15 +247,27 @@ async function batching (configFile: string): Promise<Record<string, unknown>> {
 const configFile = join(ROOT, 'perf', 'out', 'fairness-platform.json')
 mkdirSync(dirname(configFile), { recursive: true })
 writeFileSync(configFile, JSON.stringify(platform(), null, 2))
+// Heavy vs light also runs with the gateway thread pinned to the light CPU:
+// unpinned, the kernel often runs it next to the saturated heavy worker.
+const pinnedConfigFile = join(ROOT, 'perf', 'out', 'fairness-platform-pinned.json')
+writeFileSync(pinnedConfigFile, JSON.stringify(platform([1]), null, 2))
 const results: Record<string, unknown> = { date: new Date().toISOString(), phase_s: PHASE_S, repeats: REPEATS, cost_events: args.cost }
 const want = (name: string): boolean => args.only === undefined || args.only.split(',').includes(name)
 const server = await startFairway(configFile)
 try {
   if (want('noisy')) { results.noisy_neighbour = await noisyNeighbour(server); console.error('noisy neighbour done') }
   if (want('weights')) { results.weighted_shares = await weightedShares(server); console.error('weighted shares done') }
-  if (want('heavy')) { results.heavy_vs_light = await heavyVsLight(server); console.error('heavy vs light done') }
+  if (want('heavy')) { results.heavy_vs_light_gateway_unpinned = await heavyVsLight(server); console.error('heavy vs light (unpinned) done') }
 } finally {
   await stop(server)
+}
+if (want('heavy')) {
+  const pinned = await startFairway(pinnedConfigFile)
+  try {
+    results.heavy_vs_light_gateway_pinned = await heavyVsLight(pinned)
+  } finally {
+    await stop(pinned)
+  }
 }
 if (want('batching')) results.batching = await batching(configFile)
 mkdirSync(dirname(args.out), { recursive: true })
