@@ -21,15 +21,19 @@ const SAMPLES = 20_000
 
 interface Result { p50: number, p99: number, mean: number, decisions: number, admitted: number, heapDeltaBytes: number, gcs: number }
 
-function run (a: AdmissionTable): Result {
-  const times = new Float64Array(SAMPLES)
-  let admitted = 0
-  // Warm up so the loop is optimised before measuring.
+/** Warms the decision path up (so it is optimised), then starts counting GCs and heap from here. */
+function warmAndObserve (a: AdmissionTable): { heap0: number, gcs: () => number, stop: () => void } {
   for (let i = 0; i < 200_000; i++) if (a.admit(0, 0, a.nowUs()) === Reject.None) { a.dequeued(0, 0); a.release(0) }
   let gcs = 0
   const obs = new PerformanceObserver((list) => { gcs += list.getEntries().length })
   obs.observe({ entryTypes: ['gc'] })
-  const heap0 = process.memoryUsage().heapUsed
+  return { heap0: process.memoryUsage().heapUsed, gcs: () => gcs, stop: () => { obs.disconnect() } }
+}
+
+function run (a: AdmissionTable): Result {
+  const times = new Float64Array(SAMPLES)
+  let admitted = 0
+  const probe = warmAndObserve(a)
   for (let s = 0; s < SAMPLES; s++) {
     const t0 = performance.now()
     for (let i = 0; i < GROUP; i++) {
@@ -44,8 +48,9 @@ function run (a: AdmissionTable): Result {
     }
     times[s] = (performance.now() - t0) * 1e6 / (GROUP * 2)
   }
-  const heapDeltaBytes = process.memoryUsage().heapUsed - heap0
-  obs.disconnect()
+  const heapDeltaBytes = process.memoryUsage().heapUsed - probe.heap0
+  probe.stop()
+  const gcs = probe.gcs()
   const sorted = Float64Array.from(times).sort()
   const mean = times.reduce((x, y) => x + y, 0) / SAMPLES
   return { p50: sorted[Math.floor(SAMPLES * 0.5)] ?? 0, p99: sorted[Math.floor(SAMPLES * 0.99)] ?? 0, mean, decisions: SAMPLES * GROUP * 2, admitted, heapDeltaBytes, gcs }
@@ -63,18 +68,14 @@ function table (buffer?: SharedArrayBuffer): AdmissionTable {
 /** Heap growth over `n` untimed decisions: the allocation check (timing itself allocates). */
 function allocationCheck (n: number): { bytesPerDecision: number, gcs: number } {
   const a = table()
-  for (let i = 0; i < 200_000; i++) if (a.admit(0, 0, a.nowUs()) === Reject.None) { a.dequeued(0, 0); a.release(0) }
-  let gcs = 0
-  const obs = new PerformanceObserver((list) => { gcs += list.getEntries().length })
-  obs.observe({ entryTypes: ['gc'] })
-  const heap0 = process.memoryUsage().heapUsed
+  const probe = warmAndObserve(a)
   for (let i = 0; i < n; i++) {
     const now = a.nowUs()
     if (a.admit(0, 0, now) === Reject.None) { a.admit(0, 0, now); a.dequeued(0, 0); a.release(0) }
   }
-  const delta = process.memoryUsage().heapUsed - heap0
-  obs.disconnect()
-  return { bytesPerDecision: delta / (n * 2), gcs }
+  const delta = process.memoryUsage().heapUsed - probe.heap0
+  probe.stop()
+  return { bytesPerDecision: delta / (n * 2), gcs: probe.gcs() }
 }
 
 if (isMainThread) {
