@@ -11,16 +11,11 @@
 //
 // Run: npm run bench:fairness [-- --phase-s 6 --repeats 3 --out perf/out/fairness.json]
 
-import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { hashApiKey } from '../src/control-plane/api-keys.js'
-import { packageRoot } from '../src/runtime/affinity.js'
+import { ADMIN, platform, ROOT, startFairway, stop, type Server } from './bench-platform.js'
 import { runLoad, type FlowSpec, type LoadResult, type Scenario } from './loadgen.js'
-
-const ROOT = packageRoot()
-const ADMIN = 'fw_bench_admin'
 
 const { values: args } = parseArgs({
   options: {
@@ -33,77 +28,6 @@ const { values: args } = parseArgs({
 })
 const PHASE_S = Number(args['phase-s'])
 const REPEATS = Number(args.repeats)
-
-type Limits = { concurrency: number, ratePerSecond: number, burst: number, queueDepth: number, timeoutMs: number }
-function tenant (key: string, models: Record<string, string>, limits: Limits, weight = 1): Record<string, unknown> {
-  return {
-    tier: 'shared', weight, queueClass: 'shared', apiKeys: [`sha256:${hashApiKey(key)}`], models, limits,
-    region: 'bench', costCenter: 'bench',
-  }
-}
-
-/**
- * The benchmark platform: light work on CPU 1, heavy work on CPU 0, no lending
- * (isolation is what is measured). `gatewayCpus` pins the gateway thread.
- */
-function platform (gatewayCpus?: number[]): Record<string, unknown> {
-  const generous: Limits = { concurrency: 10_000, ratePerSecond: 0, burst: 1, queueDepth: 200, timeoutMs: 30_000 }
-  return {
-    server: { host: '127.0.0.1', port: 0, ...(gatewayCpus === undefined ? {} : { cpus: gatewayCpus }) },
-    admin: { tokens: [`sha256:${hashApiKey(ADMIN)}`] },
-    modelRepository: join(ROOT, 'models'),
-    pricing: { version: 'bench', perComputeSecondUsd: { '*': 0.0001 }, perRequestUsd: 0, nodeCostPerHourUsd: 0.2 },
-    // Cost events on, as in production: what is measured includes them.
-    cost: { enabled: args.cost !== 'off', dataDir: join(ROOT, 'perf', 'out', 'fairness-cost', 'chdb'), spoolDir: join(ROOT, 'perf', 'out', 'fairness-cost', 'spool') },
-    serviceClasses: {
-      shared: { weight: 1, cpus: [1], workers: 1, maxQueued: 2048 },
-      heavy: { weight: 1, cpus: [0], workers: 1, maxQueued: 2048 },
-    },
-    models: {
-      'tiny-classifier': {
-        modelClass: 'light', versions: { 1: { artifact: 'tiny-classifier/1/model.onnx' } }, defaultVersion: '1',
-        input: { name: 'input', datatype: 'FP32', shape: [-1, 64] }, output: { name: 'probabilities', datatype: 'FP32', shape: [-1, 8] },
-        batching: { maxBatchSize: 64, maxRowsPerRequest: 32 },
-      },
-      'heavy-encoder': {
-        modelClass: 'heavy', serviceClass: 'heavy', versions: { 1: { artifact: 'heavy-encoder/1/model.onnx' } }, defaultVersion: '1',
-        input: { name: 'input', datatype: 'FP32', shape: [-1, 128] }, output: { name: 'embedding', datatype: 'FP32', shape: [-1, 16] },
-        batching: { maxBatchSize: 8, maxRowsPerRequest: 8 },
-      },
-    },
-    tenants: {
-      v1: tenant('fw_bench_v1', { 'tiny-classifier': '1' }, { concurrency: 256, ratePerSecond: 400, burst: 40, queueDepth: 128, timeoutMs: 5000 }),
-      v2: tenant('fw_bench_v2', { 'tiny-classifier': '1' }, { concurrency: 256, ratePerSecond: 400, burst: 40, queueDepth: 128, timeoutMs: 5000 }),
-      noisy: tenant('fw_bench_noisy', { 'tiny-classifier': '1' }, { concurrency: 64, ratePerSecond: 300, burst: 30, queueDepth: 64, timeoutMs: 5000 }),
-      w1: tenant('fw_bench_w1', { 'heavy-encoder': '1' }, generous, 1),
-      w2: tenant('fw_bench_w2', { 'heavy-encoder': '1' }, generous, 2),
-      w4: tenant('fw_bench_w4', { 'heavy-encoder': '1' }, generous, 4),
-      big: tenant('fw_bench_big', { 'tiny-classifier': '1' }, { concurrency: 100_000, ratePerSecond: 0, burst: 1, queueDepth: 4096, timeoutMs: 30_000 }),
-    },
-  }
-}
-
-interface Server { proc: ChildProcess, url: string }
-
-async function startFairway (configFile: string, extra: string[] = []): Promise<Server> {
-  const proc = spawn(process.execPath, [join(ROOT, 'bin', 'fairway.js'), 'start', '--config', configFile, '--port', '0', ...extra], { stdio: ['ignore', 'pipe', 'inherit'] })
-  let out = ''
-  const url = await new Promise<string>((resolve, reject) => {
-    proc.stdout?.on('data', (d: Buffer) => {
-      out += d.toString()
-      const m = /listening on (http:\/\/[^\s]+)/.exec(out)
-      if (m?.[1] !== undefined) resolve(m[1])
-    })
-    proc.once('exit', (c) => { reject(new Error(`fairway exited ${c}: ${out}`)) })
-  })
-  return { proc, url }
-}
-
-async function stop (s: Server): Promise<void> {
-  const done = new Promise((resolve) => s.proc.once('exit', resolve))
-  s.proc.kill('SIGTERM')
-  await done
-}
 
 async function metrics (s: Server): Promise<string> {
   const r = await fetch(`${s.url}/metrics`, { headers: { authorization: `Bearer ${ADMIN}` } })
@@ -246,11 +170,11 @@ async function batching (configFile: string): Promise<Record<string, unknown>> {
 
 const configFile = join(ROOT, 'perf', 'out', 'fairness-platform.json')
 mkdirSync(dirname(configFile), { recursive: true })
-writeFileSync(configFile, JSON.stringify(platform(), null, 2))
+writeFileSync(configFile, JSON.stringify(platform(undefined, args.cost !== 'off'), null, 2))
 // Heavy vs light also runs with the gateway thread pinned to the light CPU:
 // unpinned, the kernel often runs it next to the saturated heavy worker.
 const pinnedConfigFile = join(ROOT, 'perf', 'out', 'fairness-platform-pinned.json')
-writeFileSync(pinnedConfigFile, JSON.stringify(platform([1]), null, 2))
+writeFileSync(pinnedConfigFile, JSON.stringify(platform([1], args.cost !== 'off'), null, 2))
 const results: Record<string, unknown> = { date: new Date().toISOString(), phase_s: PHASE_S, repeats: REPEATS, cost_events: args.cost }
 const want = (name: string): boolean => args.only === undefined || args.only.split(',').includes(name)
 const server = await startFairway(configFile)

@@ -1,0 +1,175 @@
+// Protocol benchmark (issue #5): the same small-model batch-1 requests over
+// HTTP + JSON, HTTP + MessagePack and WebSocket + MessagePack against one
+// fairway (dynamic batching on, cost events on), plus a WebSocket client that
+// stops reading.
+//
+// For each protocol:
+//   saturation  closed loop with a fixed number of requests outstanding
+//               (HTTP: 128 keep-alive connections, one request each; WS: 4
+//               connections x 64 in flight); requests answered per second.
+//   CPU/request at a fixed 3,000 req/s for 8 s: the server process's
+//               utime+stime (/proc/<pid>/stat, all threads) / answered
+//               requests; the generator's own CPU is not included.
+// Slow reader: one WS connection sends 20,000 requests and never reads;
+// the server's RSS is sampled for 10 s.
+//
+// Run: npm run bench:protocols
+
+import { execSync } from 'node:child_process'
+import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { Packr } from 'msgpackr'
+import { Pool } from 'undici'
+import WebSocket from 'ws'
+import { platform, ROOT, startFairway, stop, type Server } from './bench-platform.js'
+
+const KEY = 'fw_bench_big'
+const CLK_TCK = Number(execSync('getconf CLK_TCK').toString().trim()) || 100
+const packr = new Packr({ useRecords: false })
+const input = Array.from({ length: 64 }, (_, i) => Math.sin(i))
+const body = { inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 64], data: input }] }
+const jsonBody = JSON.stringify(body)
+const msgpackBody = packr.pack(body)
+
+function cpuMs (pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(f[11]) + Number(f[12])) * 1000 / CLK_TCK
+}
+
+function rssMb (pid: number): number {
+  const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+  return Number(m?.[1] ?? NaN) / 1024
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+
+/** A transport that sends one inference request and resolves when it is answered. */
+interface Client { send (): Promise<void>, close (): Promise<void> }
+
+function httpClient (url: string, encoding: 'json' | 'msgpack', connections: number): Client {
+  const pool = new Pool(url, { connections, pipelining: 1 })
+  const headers = { authorization: `Bearer ${KEY}`, 'content-type': encoding === 'json' ? 'application/json' : 'application/msgpack' }
+  return {
+    async send () {
+      const r = await pool.request({ path: '/v2/models/tiny-classifier/infer', method: 'POST', headers, body: encoding === 'json' ? jsonBody : msgpackBody })
+      await r.body.arrayBuffer()
+      if (r.statusCode !== 200) throw new Error(`HTTP ${r.statusCode}`)
+    },
+    async close () { await pool.close() },
+  }
+}
+
+async function wsClient (url: string, connections: number): Promise<Client> {
+  const sockets = await Promise.all(Array.from({ length: connections }, () => new Promise<WebSocket>((resolve, reject) => {
+    const ws = new WebSocket(url.replace('http', 'ws') + '/v2/ws', { headers: { authorization: `Bearer ${KEY}` } })
+    ws.once('open', () => { resolve(ws) })
+    ws.once('error', reject)
+  })))
+  const waiting = new Map<string, () => void>()
+  for (const ws of sockets) {
+    ws.on('message', (d: Buffer) => {
+      const m = packr.unpack(d) as { id: string, outputs?: unknown }
+      const done = waiting.get(m.id)
+      waiting.delete(m.id)
+      done?.()
+    })
+  }
+  let n = 0
+  return {
+    send () {
+      const id = String(n++)
+      const ws = sockets[n % sockets.length] as WebSocket
+      return new Promise<void>((resolve) => {
+        waiting.set(id, resolve)
+        ws.send(packr.pack({ id, model: 'tiny-classifier', ...body }))
+      })
+    },
+    async close () { for (const ws of sockets) ws.close() },
+  }
+}
+
+/** Closed loop: `outstanding` requests always in flight for `seconds`; answered per second and server CPU µs per request. */
+async function saturation (server: Server, client: Client, outstanding: number, seconds: number): Promise<{ rps: number, cpuUs: number }> {
+  const pid = server.proc.pid as number
+  let answered = 0
+  const c0 = cpuMs(pid)
+  const until = Date.now() + seconds * 1000
+  await Promise.all(Array.from({ length: outstanding }, async () => {
+    while (Date.now() < until) { await client.send(); answered++ }
+  }))
+  return { rps: answered / seconds, cpuUs: (cpuMs(pid) - c0) * 1000 / answered }
+}
+
+/** Fixed rate (paced every ms): server CPU µs per answered request. */
+async function cpuPerRequest (server: Server, client: Client, rate: number, seconds: number): Promise<number> {
+  const pid = server.proc.pid as number
+  const inflight: Array<Promise<void>> = []
+  const c0 = cpuMs(pid)
+  const t0 = Date.now()
+  let sent = 0
+  while (Date.now() - t0 < seconds * 1000) {
+    const due = Math.floor((Date.now() - t0) * rate / 1000)
+    for (; sent < due; sent++) inflight.push(client.send())
+    await sleep(1)
+  }
+  await Promise.all(inflight)
+  return (cpuMs(pid) - c0) * 1000 / sent
+}
+
+const configFile = join(ROOT, 'perf', 'out', 'protocols-platform.json')
+mkdirSync(join(ROOT, 'perf', 'out'), { recursive: true })
+writeFileSync(configFile, JSON.stringify(platform(undefined, true), null, 2))
+const server = await startFairway(configFile)
+const rows: Array<{ protocol: string, saturation: number, satCpuUs: number, cpuUs: number }> = []
+let slow: { rssBeforeMb: number, rssMaxMb: number, answeredAfterResume: number } | null = null
+try {
+  const protocols: Array<[string, () => Promise<Client>, number]> = [
+    ['HTTP + JSON', async () => httpClient(server.url, 'json', 128), 128],
+    ['HTTP + MessagePack', async () => httpClient(server.url, 'msgpack', 128), 128],
+    ['WebSocket + MessagePack', async () => await wsClient(server.url, 4), 256],
+  ]
+  for (const [name, make, outstanding] of protocols) {
+    const client = await make()
+    await saturation(server, client, outstanding, 2) // warm-up
+    const sat = await saturation(server, client, outstanding, 6)
+    const cpuUs = await cpuPerRequest(server, client, 3000, 8)
+    await client.close()
+    rows.push({ protocol: name, saturation: sat.rps, satCpuUs: sat.cpuUs, cpuUs })
+    console.error(`${name}: ${sat.rps.toFixed(0)} req/s (${sat.cpuUs.toFixed(1)} µs CPU/request), ${cpuUs.toFixed(1)} µs CPU/request at 3,000 req/s`)
+  }
+
+  // A client that stops reading: uWS keeps its unsent output, fairway parks
+  // then refuses its requests; server memory must stay bounded.
+  const pid = server.proc.pid as number
+  const ws = new WebSocket(server.url.replace('http', 'ws') + '/v2/ws', { headers: { authorization: `Bearer ${KEY}` } })
+  await new Promise((resolve) => ws.once('open', resolve))
+  const rssBeforeMb = rssMb(pid)
+  let rssMaxMb = rssBeforeMb
+  let answered = 0
+  ws.on('message', () => { answered++ })
+  ws.pause() // stop reading
+  for (let i = 0; i < 20_000; i++) ws.send(packr.pack({ id: String(i), model: 'tiny-classifier', ...body }))
+  for (let i = 0; i < 20; i++) { await sleep(500); rssMaxMb = Math.max(rssMaxMb, rssMb(pid)) }
+  ws.resume()
+  await sleep(2000)
+  ws.close()
+  slow = { rssBeforeMb, rssMaxMb, answeredAfterResume: answered }
+} finally {
+  await stop(server)
+}
+
+const base = rows[0]
+const out: string[] = []
+out.push(`\n## Protocols (issue #5), ${new Date().toISOString()}`, '')
+out.push('- machine: Intel(R) Xeon(R) Processor, 2 vCPUs; Node ' + process.version + '; client in the same process tree on the same machine')
+out.push('- command: `npm run build && npm run bench:protocols` (perf/bench-protocols.ts); fairway on perf/out/protocols-platform.json (tenant without limits, dynamic batching on, cost events on)')
+out.push('- saturation: closed loop, 128 outstanding over HTTP (128 connections), 256 over WebSocket (4 connections x 64); CPU: server utime+stime / answered requests at a paced 3,000 req/s for 8 s', '')
+out.push('| protocol | saturation req/s | vs HTTP + JSON | server CPU µs/request at saturation | server CPU µs/request at 3,000 req/s | vs HTTP + JSON |', '|---|---|---|---|---|---|')
+for (const r of rows) out.push(`| ${r.protocol}${r === base ? ' (baseline)' : ''} | ${r.saturation.toFixed(0)} | ${(r.saturation / (base?.saturation ?? 1)).toFixed(2)}x | ${r.satCpuUs.toFixed(1)} | ${r.cpuUs.toFixed(1)} | ${(r.cpuUs / (base?.cpuUs ?? 1)).toFixed(2)}x |`)
+if (slow !== null) {
+  out.push('', `Slow reader: one WebSocket client sent 20,000 requests without reading for 10 s. Server RSS ${slow.rssBeforeMb.toFixed(0)} MB before, at most ${slow.rssMaxMb.toFixed(0)} MB meanwhile (+${(slow.rssMaxMb - slow.rssBeforeMb).toFixed(0)} MB); ${slow.answeredAfterResume} replies (answers and FW_ERR_WS_TOO_MANY_INFLIGHT refusals) arrived once it read again.`)
+}
+const text = out.join('\n') + '\n'
+appendFileSync(join(ROOT, 'perf', 'RESULTS.md'), text)
+console.log(text)
