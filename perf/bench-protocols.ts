@@ -159,6 +159,21 @@ try {
   await stop(server)
 }
 
+// The cost pipeline's price in throughput: HTTP + JSON saturation with cost
+// events off, on a second server started the same way, right after.
+const offConfig = join(ROOT, 'perf', 'out', 'protocols-platform-nocost.json')
+writeFileSync(offConfig, JSON.stringify(platform(undefined, false), null, 2))
+const off = await startFairway(offConfig)
+let costOff = { rps: NaN, cpuUs: NaN }
+try {
+  const client = httpClient(off.url, 'json', 128)
+  await saturation(off, client, 128, 2)
+  costOff = await saturation(off, client, 128, 6)
+  await client.close()
+} finally {
+  await stop(off)
+}
+
 const base = rows[0]
 const out: string[] = []
 out.push(`\n## Protocols (issue #5), ${new Date().toISOString()}`, '')
@@ -167,6 +182,7 @@ out.push('- command: `npm run build && npm run bench:protocols` (perf/bench-prot
 out.push('- saturation: closed loop, 128 outstanding over HTTP (128 connections), 256 over WebSocket (4 connections x 64); CPU: server utime+stime / answered requests at a paced 3,000 req/s for 8 s', '')
 out.push('| protocol | saturation req/s | vs HTTP + JSON | server CPU µs/request at saturation | server CPU µs/request at 3,000 req/s | vs HTTP + JSON |', '|---|---|---|---|---|---|')
 for (const r of rows) out.push(`| ${r.protocol}${r === base ? ' (baseline)' : ''} | ${r.saturation.toFixed(0)} | ${(r.saturation / (base?.saturation ?? 1)).toFixed(2)}x | ${r.satCpuUs.toFixed(1)} | ${r.cpuUs.toFixed(1)} | ${(r.cpuUs / (base?.cpuUs ?? 1)).toFixed(2)}x |`)
+out.push('', `Cost pipeline on vs off (HTTP + JSON saturation, same script): ${(base?.saturation ?? NaN).toFixed(0)} vs ${costOff.rps.toFixed(0)} req/s, ratio ${((base?.saturation ?? NaN) / costOff.rps).toFixed(3)}; server CPU ${(base?.satCpuUs ?? NaN).toFixed(1)} vs ${costOff.cpuUs.toFixed(1)} µs/request.`)
 if (slow !== null) {
   out.push('', `Slow reader: one WebSocket client sent 20,000 requests without reading for 10 s. Server RSS ${slow.rssBeforeMb.toFixed(0)} MB before, at most ${slow.rssMaxMb.toFixed(0)} MB meanwhile (+${(slow.rssMaxMb - slow.rssBeforeMb).toFixed(0)} MB); ${slow.answeredAfterResume} replies (answers and FW_ERR_WS_TOO_MANY_INFLIGHT refusals) arrived once it read again.`)
 }

@@ -407,7 +407,8 @@ async function benchServer (name: ServerName, k: Knobs, fairwayConfig: string | 
     const sat = passing.length === 0 ? 0 : Math.max(...passing.map((s) => s.rate))
     // Did the steps above the saturation rate fail on the tenant's rate limit (policy), not capacity?
     const above = steps.filter((s) => !s.pass && s.rate > sat)
-    const capped = above.length > 0 && above.every((s) => (s.errors.FW_ERR_ADMISSION_TENANT_RATE ?? 0) > 0.5 * Object.values(s.errors).reduce((a, b) => a + b, 0))
+    // (errors lists both "HTTP 429" and its code: count the codes, transport errors and drops only.)
+    const capped = above.length > 0 && above.every((s) => (s.errors.FW_ERR_ADMISSION_TENANT_RATE ?? 0) > 0.5 * Object.entries(s.errors).filter(([e]) => !e.startsWith('HTTP ')).reduce((a, [, n]) => a + n, 0))
     const raised = fairwayConfig !== undefined && fairwayConfig.endsWith('fairway-raised-limits.json')
     return {
       server: name,
