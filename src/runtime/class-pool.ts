@@ -78,7 +78,11 @@ export class ClassPool {
   }
 }
 
-/** Restores the FW_ERR code a worker put in front of its message. */
+/**
+ * Restores the FW_ERR code a worker put in front of its message: errors
+ * cross the thread boundary as plain Errors (structured clone keeps only the
+ * message), so workers throw `FW_ERR_...: text`.
+ */
 export function workerError (err: unknown, fallback: ErrorCode): FairwayError {
   if (err instanceof FairwayError) return err
   const msg = err instanceof Error ? err.message : String(err)

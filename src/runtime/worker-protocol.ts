@@ -46,9 +46,3 @@ export interface PingResult {
   readonly affinity: readonly number[] | null
   readonly threadId: number
 }
-
-/**
- * Worker errors cross the thread boundary as plain Errors; we prefix the
- * message with the FW_ERR code so the main thread can restore it.
- */
-export const CODE_SEPARATOR = ': '
