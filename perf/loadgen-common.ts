@@ -8,6 +8,7 @@
 
 import { performance } from 'node:perf_hooks'
 import { build, type Histogram } from 'hdr-histogram-js'
+import { mulberry32 } from '../scripts/model-specs.js'
 
 export type Arrival = 'constant' | 'poisson'
 /** 'websocket' is reserved for a later issue; the validator refuses it for now. */
@@ -114,17 +115,8 @@ export function expectedCount (segments: readonly Segment[], fromMs: number, toM
   return n
 }
 
-/** mulberry32: small, fast, seedable; good enough for arrival jitter and payloads. */
-export function rng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = a
-    x = Math.imul(x ^ (x >>> 15), x | 1)
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
+/** Seedable PRNG for arrival jitter and payloads: the same mulberry32 the model builder uses. */
+export const rng = mulberry32
 
 /**
  * One worker's share of one flow's arrivals. With T threads each worker runs

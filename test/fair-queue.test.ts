@@ -7,6 +7,7 @@
 
 import t from 'tap'
 import { FairQueue, type FairItem } from '../src/scheduling/fair-queue.js'
+import { mulberry32 } from '../scripts/model-specs.js'
 
 interface Req extends FairItem {
   readonly flow: number
@@ -15,20 +16,8 @@ interface Req extends FairItem {
   readonly seq: number
 }
 
-/** mulberry32: small seeded PRNG, so every run draws the same costs. */
-function prng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = a
-    x = Math.imul(x ^ (x >>> 15), x | 1)
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
-
 function uniformInt (lo: number, hi: number, seed: number): () => number {
-  const r = prng(seed)
+  const r = mulberry32(seed)
   return () => lo + Math.floor(r() * (hi - lo + 1))
 }
 
@@ -407,7 +396,7 @@ t.test('7c. random operations keep every invariant (heap order, FIFO, lift, size
   // popped flow has the minimum counter among backlogged flows, pushes to an
   // empty flow lift it to ≥ the minimum, FIFO per flow, size = Σ flowSize.
   const F = 40
-  const rnd = prng(2024)
+  const rnd = mulberry32(2024)
   const weights = Array.from({ length: F }, () => 1 + Math.floor(rnd() * 8))
   const q = new FairQueue<Req>((f) => weights[f] as number)
   const nextSeq = new Array<number>(F).fill(0)
@@ -460,7 +449,7 @@ t.test('7c\'. same pop order as a brute-force reference model, with exact counte
   // corrections integers, so counters tie exactly and the tie-break is tested.
   interface M { counter: number, stamp: number, items: Req[] }
   const F = 24
-  const rnd = prng(77)
+  const rnd = mulberry32(77)
   const weights = Array.from({ length: F }, () => 2 ** Math.floor(rnd() * 4))
   const q = new FairQueue<Req>((f) => weights[f] as number)
   const model: M[] = Array.from({ length: F }, () => ({ counter: 0, stamp: 0, items: [] }))
@@ -541,7 +530,7 @@ t.test('8. 1e5 items through 1000 flows: works and empties cleanly', async (t) =
   const N = 100_000
   const weights = Array.from({ length: F }, (_, f) => 1 + (f % 7))
   const q = new FairQueue<Req>((f) => weights[f] as number)
-  const rnd = prng(99)
+  const rnd = mulberry32(99)
   const nextSeq = new Array<number>(F).fill(0)
   const expect = new Array<number>(F).fill(0)
   let pushed = 0

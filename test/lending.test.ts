@@ -31,7 +31,7 @@ t.test('a busy class borrows an idle class\'s worker; results stay correct', asy
   t.ok(heavy.stats.borrowedBatches >= 1, `heavy ran ${heavy.stats.borrowedBatches} batch(es) on borrowed workers`)
   t.ok(shared.stats.lentBusyMs > 0, `shared lent ${shared.stats.lentBusyMs.toFixed(1)} ms of worker time`)
   t.equal(wayne.stats.lentBusyMs, 0, 'the dedicated class lends to nobody')
-  // Shared's own work is still served first by its worker.
+  // Shared, having lent its worker, still serves its own tenants.
   const own = await call(url, '/v2/models/tiny-classifier/infer', { key: KEYS.globex, body: inferBody('input', 1, 64, sampleInput(64, 1, 1)) })
   t.equal(own.status, 200)
 })
