@@ -8,7 +8,8 @@ import { performance } from 'node:perf_hooks'
 import { workerData } from 'piscina'
 import * as ort from 'onnxruntime-node'
 import { loadAffinity } from '../src/runtime/affinity.js'
-import type { InferResult, InferTask, PingResult, PingTask, WorkerInit } from '../src/runtime/worker-protocol.js'
+import { ERROR_LEN, Mailbox, ROWS, STATE, State, UNIT } from '../src/runtime/mailbox.js'
+import type { PingResult, PingTask, ServeTask, WorkerInit } from '../src/runtime/worker-protocol.js'
 
 const init = workerData as WorkerInit
 
@@ -24,7 +25,8 @@ interface LoadedUnit {
   readonly inputName: string
   readonly outputName: string
   readonly inputDim: number
-  readonly outputDim: number
+  /** Input copy for onnxruntime (maxRows × inputDim values), reused by every batch. */
+  readonly inputBuffer: ArrayBuffer
 }
 
 function sessionOptions (): ort.InferenceSession.SessionOptions {
@@ -56,24 +58,64 @@ for (const u of init.units) {
     await session.run({ [u.inputName]: warm })
     sessions.set(u.artifact, session)
   }
-  units.set(u.key, { session, inputName: u.inputName, outputName: u.outputName, inputDim: u.inputDim, outputDim: u.outputDim })
+  units.set(u.key, { session, inputName: u.inputName, outputName: u.outputName, inputDim: u.inputDim, inputBuffer: new ArrayBuffer(u.maxRows * u.inputDim * 4) })
 }
 
-export default async function run (task: InferTask | PingTask): Promise<InferResult | PingResult> {
+export default async function run (task: PingTask | ServeTask): Promise<PingResult | null> {
   if ('ping' in task) return { classId: init.classId, affinity: pinned, threadId }
-  const unit = units.get(task.unit)
-  if (unit === undefined) throw new Error(`FW_ERR_RUNTIME_INFERENCE_FAILED: unit ${task.unit} is not loaded in class ${init.classId}`)
+  await serve(new Mailbox(task.serve, task.size), task.units.map((key) => units.get(key)))
+  return null
+}
+
+const encoder = new TextEncoder()
+
+/**
+ * The worker's loop: sleep on the mailbox, run what the gateway posted, post
+ * the result back (handshake in src/runtime/mailbox.ts). Returns on Stop.
+ */
+async function serve (box: Mailbox, byIndex: ReadonlyArray<LoadedUnit | undefined>): Promise<void> {
+  const h = box.header
+  for (;;) {
+    const state = Atomics.load(h, STATE)
+    if (state === State.Stop) return
+    if (state !== State.Task) {
+      // Empty, or Done not yet collected: sleep (this thread, not the
+      // gateway) until the state changes. Never spin.
+      Atomics.wait(h, STATE, state)
+      continue
+    }
+    let errorLen = 0
+    try {
+      await runBatch(box, byIndex[h[UNIT] ?? -1], h[ROWS] ?? 0)
+    } catch (err) {
+      const msg = err instanceof Error ? err.message : String(err)
+      const coded = msg.startsWith('FW_ERR_') ? msg : `FW_ERR_RUNTIME_INFERENCE_FAILED: ${msg}`
+      errorLen = encoder.encodeInto(coded, box.errorBytes).written
+    }
+    h[ERROR_LEN] = errorLen
+    // Result and ERROR_LEN are written; this exchange hands the mailbox back.
+    // It fails only if the gateway said Stop meanwhile (shutdown): then quit.
+    if (Atomics.compareExchange(h, STATE, State.Task, State.Done) !== State.Task) return
+    Atomics.notify(h, STATE)
+  }
+}
+
+async function runBatch (box: Mailbox, unit: LoadedUnit | undefined, rows: number): Promise<void> {
+  if (unit === undefined) throw new Error(`FW_ERR_RUNTIME_INFERENCE_FAILED: unit is not loaded in class ${init.classId}`)
+  const n = rows * unit.inputDim
+  // onnxruntime rejects tensors over a SharedArrayBuffer: copy the batch into
+  // this unit's own buffer (a view of its first n values; no allocation).
+  const input = new Float32Array(unit.inputBuffer, 0, n)
+  input.set(box.input.subarray(0, n))
   const t0 = performance.now()
   const c0 = affinity?.threadCpuTimeNs() ?? 0
-  const out = await unit.session.run({ [unit.inputName]: new ort.Tensor('float32', task.input, [task.rows, unit.inputDim]) })
+  const out = await unit.session.run({ [unit.inputName]: new ort.Tensor('float32', input, [rows, unit.inputDim]) })
   // One intra-op thread: session.run computes on this thread, so this
   // thread's CPU time is the batch's compute. Without the addon, wall time.
   const inferenceNs = Math.round((performance.now() - t0) * 1e6)
   const cpuNs = affinity === null ? inferenceNs : Math.round(affinity.threadCpuTimeNs() - c0)
   const tensor = out[unit.outputName]
   if (tensor === undefined) throw new Error(`FW_ERR_RUNTIME_INFERENCE_FAILED: output ${unit.outputName} missing`)
-  const output = tensor.data as Float32Array
-  // Outputs are small (rows × outputDim); a structured-clone copy is cheaper
-  // than wrapping them for transfer.
-  return { output, inferenceNs, cpuNs }
+  box.output.set(tensor.data as Float32Array)
+  box.setTimes(inferenceNs, cpuNs)
 }

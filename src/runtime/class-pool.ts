@@ -1,7 +1,9 @@
 // One Piscina pool per service class. Threads are created up front (min =
 // max = workers) so the class's CPU set and warm sessions are in place before
-// the server reports ready; the scheduler never gives Piscina more tasks than
-// there are workers, so Piscina's own queue stays empty and ordering is ours.
+// the server reports ready. Piscina owns the threads; batches do not go
+// through Piscina tasks but through one Mailbox per worker (see mailbox.ts
+// for why and for the handshake). The scheduler never runs more batches than
+// there are workers, so a free mailbox always exists when run() is called.
 
 import { join } from 'node:path'
 import { Piscina } from 'piscina'
@@ -9,13 +11,43 @@ import type { ExecutableUnit } from '../control-plane/registry.js'
 import type { ServiceClassConfig } from '../control-plane/config-types.js'
 import { FairwayError, type ErrorCode, ERRORS } from '../errors.js'
 import { packageRoot } from './affinity.js'
-import type { InferResult, InferTask, PingResult, WorkerInit } from './worker-protocol.js'
+import { ERROR_LEN, Mailbox, ROWS, STATE, State, UNIT, type MailboxSize } from './mailbox.js'
+import type { InferResult, InferTask, PingResult, ServeTask, WorkerInit } from './worker-protocol.js'
 
 export const WORKER_FILE = join(packageRoot(), 'dist', 'workers', 'inference-worker.js')
+
+interface UnitSlot {
+  /** Index of the unit in the mailbox's UNIT slot. */
+  readonly index: number
+  readonly outputDim: number
+}
+
+/** One worker's mailbox and the batch it is running. */
+class WorkerSlot {
+  readonly box: Mailbox
+  /** Settles the batch in flight; null while the mailbox is free. */
+  pending: { resolve: (r: InferResult) => void, reject: (e: FairwayError) => void, outputValues: number } | null = null
+  /** Bumped per batch, so a wake-up left over from a crashed worker's batch is ignored. */
+  generation = 0
+  /** Resolves when the worker's serve task ends (Stop, or the thread died). */
+  served: Promise<void> = Promise.resolve()
+
+  constructor (size: MailboxSize) {
+    this.box = Mailbox.create(size)
+  }
+}
+
+const decoder = new TextDecoder()
 
 export class ClassPool {
   readonly serviceClass: ServiceClassConfig
   private readonly piscina: Piscina
+  private readonly unitSlots = new Map<string, UnitSlot>()
+  private readonly serveTask: Omit<ServeTask, 'serve'>
+  private readonly slots: WorkerSlot[] = []
+  private readonly free: WorkerSlot[] = []
+  private started = false
+  private closing = false
 
   constructor (serviceClass: ServiceClassConfig, units: readonly ExecutableUnit[]) {
     this.serviceClass = serviceClass
@@ -30,8 +62,19 @@ export class ClassPool {
         outputName: u.model.output.name,
         inputDim: u.model.input.shape[1] ?? 0,
         outputDim: u.model.output.shape[1] ?? 0,
+        maxRows: u.model.maxBatchSize,
       })),
     }
+    let inputValues = 0
+    let outputValues = 0
+    init.units.forEach((u, index) => {
+      this.unitSlots.set(u.key, { index, outputDim: u.outputDim })
+      inputValues = Math.max(inputValues, u.maxRows * u.inputDim)
+      outputValues = Math.max(outputValues, u.maxRows * u.outputDim)
+    })
+    const size: MailboxSize = { inputValues, outputValues }
+    this.serveTask = { size, units: init.units.map((u) => u.key) }
+    for (let i = 0; i < serviceClass.workers; i++) this.slots.push(new WorkerSlot(size))
     this.piscina = new Piscina({
       filename: WORKER_FILE,
       minThreads: serviceClass.workers,
@@ -42,14 +85,12 @@ export class ClassPool {
     })
     // Piscina also emits a worker's start-up or crash error on the pool; with
     // no listener that would be an uncaught exception. Start-up failures reach
-    // start() through the ping tasks; later crashes fail their batch (the
-    // scheduler answers those requests) and Piscina replaces the thread.
+    // start() through the ping tasks; a later crash fails its serve task
+    // (handled in serve()) and Piscina replaces the thread.
     this.piscina.on('error', (err: unknown) => {
       if (this.started) console.error(`fairway: worker of class ${serviceClass.id} failed: ${err instanceof Error ? err.message : String(err)}`)
     })
   }
-
-  private started = false
 
   get capacity (): number {
     return this.serviceClass.workers
@@ -59,21 +100,99 @@ export class ClassPool {
   async start (): Promise<PingResult[]> {
     const pings: Array<Promise<PingResult>> = []
     for (let i = 0; i < this.serviceClass.workers; i++) pings.push(this.piscina.run({ ping: true }) as Promise<PingResult>)
+    let res: PingResult[]
     try {
-      const res = await Promise.all(pings)
-      this.started = true
-      return res
+      res = await Promise.all(pings)
     } catch (err) {
       throw workerError(err, 'FW_ERR_RUNTIME_MODEL_LOAD')
     }
+    this.started = true
+    // Each serve task occupies one worker for good (one task per worker), so
+    // Piscina places them one per thread.
+    for (const slot of this.slots) this.serve(slot)
+    return res
+  }
+
+  /** Posts a mailbox's serve task; after a crash, again on Piscina's replacement thread. */
+  private serve (slot: WorkerSlot): void {
+    const task: ServeTask = { ...this.serveTask, serve: slot.box.sab }
+    slot.served = (this.piscina.run(task) as Promise<null>).then(() => {}, (err: unknown) => {
+      if (this.closing) return
+      // The thread died. Its batch fails (the scheduler answers its jobs);
+      // the mailbox is reset and served again by the replacement thread.
+      slot.generation++
+      const p = slot.pending
+      slot.pending = null
+      Atomics.store(slot.box.header, STATE, State.Empty)
+      this.free.push(slot)
+      this.serve(slot)
+      if (p !== null) p.reject(workerError(err, 'FW_ERR_RUNTIME_INFERENCE_FAILED'))
+    })
+    if (slot.pending === null && !this.free.includes(slot)) this.free.push(slot)
   }
 
   run (task: InferTask): Promise<InferResult> {
-    // Transfer the batch buffer: the worker owns it from here, no copy.
-    return this.piscina.run(task, { transferList: [task.input.buffer as ArrayBuffer] }) as Promise<InferResult>
+    const unit = this.unitSlots.get(task.unit)
+    const slot = this.free.pop()
+    if (unit === undefined || slot === undefined || this.closing || task.input.length > slot.box.input.length) {
+      if (slot !== undefined) this.free.push(slot)
+      return Promise.reject(new FairwayError('FW_ERR_RUNTIME_INFERENCE_FAILED', [`class ${this.serviceClass.id} cannot take a batch of ${task.rows} row(s) of ${task.unit} now`]))
+    }
+    const box = slot.box
+    const h = box.header
+    box.input.set(task.input)
+    h[UNIT] = unit.index
+    h[ROWS] = task.rows
+    // Input, UNIT and ROWS are written; this store hands the mailbox over.
+    Atomics.store(h, STATE, State.Task)
+    Atomics.notify(h, STATE)
+    const generation = ++slot.generation
+    return new Promise<InferResult>((resolve, reject) => {
+      slot.pending = { resolve, reject, outputValues: task.rows * unit.outputDim }
+      this.awaitDone(slot, generation)
+    })
+  }
+
+  /** Resumes when the worker moves the mailbox out of Task (Done), on the event loop. */
+  private awaitDone (slot: WorkerSlot, generation: number): void {
+    const w = Atomics.waitAsync(slot.box.header, STATE, State.Task)
+    if (w.async) void w.value.then(() => { this.finish(slot, generation) })
+    else this.finish(slot, generation)
+  }
+
+  private finish (slot: WorkerSlot, generation: number): void {
+    const p = slot.pending
+    if (slot.generation !== generation || p === null) return
+    const box = slot.box
+    const h = box.header
+    const state = Atomics.load(h, STATE)
+    if (state === State.Task) { this.awaitDone(slot, generation); return }
+    if (state !== State.Done) return // Stop: close() settles it
+    slot.pending = null
+    const errorLen = h[ERROR_LEN] ?? 0
+    // Copy out before the mailbox is handed back: it is reused by the next batch.
+    // (TextDecoder refuses views of a SharedArrayBuffer, hence slice.)
+    const message = errorLen > 0 ? decoder.decode(box.errorBytes.slice(0, errorLen)) : ''
+    const output = errorLen > 0 ? null : box.output.slice(0, p.outputValues)
+    const inferenceNs = box.inferenceNs
+    const cpuNs = box.cpuNs
+    Atomics.store(h, STATE, State.Empty)
+    this.free.push(slot)
+    if (output === null) p.reject(workerError(new Error(message), 'FW_ERR_RUNTIME_INFERENCE_FAILED'))
+    else p.resolve({ output, inferenceNs, cpuNs })
   }
 
   async close (): Promise<void> {
+    this.closing = true
+    for (const slot of this.slots) {
+      // A worker mid-batch sees Stop when it tries to post Done and returns.
+      Atomics.store(slot.box.header, STATE, State.Stop)
+      Atomics.notify(slot.box.header, STATE)
+      const p = slot.pending
+      slot.pending = null
+      if (p !== null) p.reject(new FairwayError('FW_ERR_RUNTIME_INFERENCE_FAILED', [`class ${this.serviceClass.id} is shutting down`]))
+    }
+    if (this.started) await Promise.all(this.slots.map(async (s) => await s.served))
     await this.piscina.close({ force: true })
   }
 }

@@ -1,8 +1,10 @@
-// Messages between the scheduler (main thread) and the inference workers.
-// Kept to plain data and transferable Float32Arrays: structured clone of a
-// typed array whose buffer is transferred costs no copy.
+// What the scheduler (main thread) and the inference workers exchange. Only
+// start-up (WorkerInit, PingTask) and the one long-lived ServeTask per worker
+// cross as Piscina tasks; batches go through the worker's Mailbox
+// (mailbox.ts).
 
 import type { DeviceConfig } from '../control-plane/config-types.js'
+import type { MailboxSize } from './mailbox.js'
 
 export interface WorkerUnit {
   readonly key: string
@@ -11,6 +13,8 @@ export interface WorkerUnit {
   readonly outputName: string
   readonly inputDim: number
   readonly outputDim: number
+  /** Most rows in one batch of this unit (its model's maxBatchSize). */
+  readonly maxRows: number
 }
 
 export interface WorkerInit {
@@ -23,12 +27,20 @@ export interface WorkerInit {
 export interface InferTask {
   readonly unit: string
   readonly rows: number
-  /** rows × inputDim values, row-major; its buffer is transferred to the worker. */
+  /** rows × inputDim values, row-major; copied into the worker's mailbox. */
   readonly input: Float32Array
 }
 
 export interface PingTask {
   readonly ping: true
+}
+
+/** Runs until the mailbox says Stop: the worker serves every batch posted to it. */
+export interface ServeTask {
+  readonly serve: SharedArrayBuffer
+  readonly size: MailboxSize
+  /** Unit keys in the order the mailbox's UNIT slot indexes them. */
+  readonly units: readonly string[]
 }
 
 export interface InferResult {
