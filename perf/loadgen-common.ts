@@ -11,7 +11,7 @@ import { build, type Histogram } from 'hdr-histogram-js'
 import { mulberry32 } from '../scripts/model-specs.js'
 
 export type Arrival = 'constant' | 'poisson'
-/** 'websocket' is reserved for a later issue; the validator refuses it for now. */
+/** 'http': one POST per request (undici); 'websocket': one message per request on /v2/ws (ws). */
 export type Protocol = 'http' | 'websocket'
 export type Encoding = 'json' | 'msgpack'
 
@@ -43,11 +43,15 @@ export interface FlowSpec {
   /** Model input tensor name and width; known for the demo models, else read from GET /v2/models/M. */
   input_name?: string
   input_dim?: number
-  /** Extra request headers. */
+  /** Extra request headers (websocket: sent on the upgrade request). */
   headers?: Record<string, string>
+  /** websocket only: connections per generator thread for this flow (default DEFAULTS.ws_connections). */
+  connections?: number
 }
 
 export interface Scenario {
+  /** Free text: what the scenario measures (shown nowhere but the file and the result JSON). */
+  description?: string
   /** Base URL of the server, e.g. http://127.0.0.1:8000 */
   target: string
   /** Measured seconds (after warmup). */
@@ -72,7 +76,23 @@ export const DEFAULTS = {
   connections: 64,
   timeout_ms: 10_000,
   max_inflight: 20_000,
+  /**
+   * WebSocket connections per thread per flow. Each carries up to
+   * WS_MAX_INFLIGHT messages, so 4 allow 1,024 outstanding per thread while
+   * costing the server only 4 sockets (HTTP needs a connection per request in flight).
+   */
+  ws_connections: 4,
 } as const
+
+/** fairway's per-connection cap (src/gateway/ws-routes.ts MAX_INFLIGHT); beyond it the generator queues locally. */
+export const WS_MAX_INFLIGHT = 256
+
+/**
+ * WebSocket messages are built once per flow with this placeholder as the
+ * client id; the worker writes a fresh fixed-width id over it per message
+ * (a copy and 8 byte writes instead of a JSON or MessagePack encode).
+ */
+export const WS_ID_PLACEHOLDER = '########'
 
 /** A stretch of the run with one rate; times in ms from the start of the run (warmup start). */
 export interface Segment {
@@ -196,13 +216,24 @@ export const KNOWN_INPUTS: Record<string, { name: string, dim: number }> = {
 
 export interface WorkerFlow {
   readonly index: number
+  /** http: the infer path; websocket: the upgrade path (/v2/ws). */
   readonly path: string
+  /** http: every request's headers; websocket: the upgrade request's. */
   readonly headers: Record<string, string>
-  /** JSON text or MessagePack bytes, built once per flow. */
+  /**
+   * http: the request body (JSON text or MessagePack bytes); websocket: the
+   * message (UTF-8 JSON or MessagePack) with WS_ID_PLACEHOLDER at `idOffset`.
+   * Built once per flow.
+   */
   readonly body: string | Uint8Array
+  /** websocket: byte offset of the id placeholder in `body`. */
+  readonly idOffset: number
   readonly segments: Segment[]
   readonly arrival: Arrival
   readonly protocol: Protocol
+  readonly encoding: Encoding
+  /** websocket: connections per thread for this flow. */
+  readonly connections: number
   readonly seed: number
 }
 
@@ -233,13 +264,15 @@ export interface FlowCounters {
   status: Record<string, number>
   /** x-fairway-error-code of non-2xx responses. */
   codes: Record<string, number>
-  /** Failures without a response: 'timeout', ECONNRESET, ... */
+  /** Failures without a response: 'timeout', ECONNRESET, ws_close_1006, ... */
   transport: Record<string, number>
   warmupSent: number
+  /** websocket: messages that waited in the generator for a connection below WS_MAX_INFLIGHT. */
+  localWaits: number
 }
 
 export function newCounters (): FlowCounters {
-  return { intended: 0, sent: 0, dropped: 0, responses: 0, ok: 0, okInWindow: 0, status: {}, codes: {}, transport: {}, warmupSent: 0 }
+  return { intended: 0, sent: 0, dropped: 0, responses: 0, ok: 0, okInWindow: 0, status: {}, codes: {}, transport: {}, warmupSent: 0, localWaits: 0 }
 }
 
 export function addCounters (into: FlowCounters, c: FlowCounters): void {
@@ -250,6 +283,7 @@ export function addCounters (into: FlowCounters, c: FlowCounters): void {
   into.ok += c.ok
   into.okInWindow += c.okInWindow
   into.warmupSent += c.warmupSent
+  into.localWaits += c.localWaits
   for (const k of ['status', 'codes', 'transport'] as const) {
     for (const [key, n] of Object.entries(c[k])) into[k][key] = (into[k][key] ?? 0) + n
   }
@@ -262,6 +296,22 @@ export interface WorkerFlowResult {
   readonly errorLatency: string
   readonly service: string
   readonly sendLag: string
+  readonly timeline: WorkerTimeline
+}
+
+/**
+ * Per-second buckets by completion time, second 0 = the start of the run
+ * (warmup included). Bucketing by completion lets a worker keep one open
+ * histogram per flow and seal it each second (as HdrHistogram interval logs
+ * do); a stall therefore shows at the second its backlog is answered.
+ */
+export interface WorkerTimeline {
+  /** 2xx responses completed in each second. */
+  readonly ok: number[]
+  /** Error responses, transport errors and drops in each second. */
+  readonly errors: number[]
+  /** Compressed-base64 hdr histogram of the 2xx latencies (µs) per second; '' when none. */
+  readonly latency: string[]
 }
 
 /** Per-request record kept when samples are requested (tests, debugging). */

@@ -5,11 +5,12 @@
 // INTENDED send time, so a server or client stall is charged to every request
 // it held up (no coordinated omission). Sending is spread over worker threads
 // (perf/loadgen-worker.ts), each with its share of the rate and its own
-// keep-alive connections; their hdr histograms are merged here.
+// connections (HTTP keep-alive or WebSocket); their hdr histograms are merged here.
 //
-// CLI:  node dist/perf/loadgen.js SCENARIO.json [--out FILE] [--target URL]
+// CLI:  node dist/perf/loadgen.js SCENARIO.json [--out FILE] [--html FILE] [--target URL]
 //         [--duration S] [--warmup S] [--threads N] [--quiet]
-// API:  runLoad(scenario, options) -> LoadResult;  formatTable(result)
+// API:  runLoad(scenario, options) -> LoadResult;  formatTable(result);
+//       renderHtml(result) in perf/report-html.ts
 //
 // Scenario (JSON): see perf/scenarios/*.json and the Scenario type in
 // perf/loadgen-common.ts. Latencies in results are microseconds.
@@ -22,9 +23,10 @@ import { Worker } from 'node:worker_threads'
 import { Packr } from 'msgpackr'
 import { decodeFromCompressedBase64, encodeIntoCompressedBase64, type Histogram } from 'hdr-histogram-js'
 import {
-  addCounters, DEFAULTS, expectedCount, KNOWN_INPUTS, newCounters, newHistogram, nowMs, rng, SAMPLE_FIELDS, segmentsFor,
-  type FlowCounters, type FlowSpec, type MainMessage, type Sample, type Scenario, type WorkerFlow, type WorkerInit, type WorkerMessage,
+  addCounters, DEFAULTS, expectedCount, KNOWN_INPUTS, newCounters, newHistogram, nowMs, rng, SAMPLE_FIELDS, segmentsFor, WS_ID_PLACEHOLDER,
+  type FlowCounters, type FlowSpec, type MainMessage, type Sample, type Scenario, type WorkerFlow, type WorkerFlowResult, type WorkerInit, type WorkerMessage,
 } from './loadgen-common.js'
+import { ms, renderHtml, resultRows } from './report-html.js'
 
 export type { Scenario, FlowSpec, PhaseSpec, Sample, Arrival, Encoding, Protocol } from './loadgen-common.js'
 
@@ -55,8 +57,10 @@ export interface GroupResult {
   ok_rate: number
   /** 2xx responses that arrived during the measured period / duration: throughput. */
   throughput: number
-  /** Non-2xx responses + transport errors + drops. */
+  /** Non-2xx responses (websocket: error replies) + transport errors + drops. */
   errors: number
+  /** websocket: measured messages that waited in the generator for a connection below 256 in flight (their wait is in latency_us). */
+  local_waits: number
   status: Record<string, number>
   error_codes: Record<string, number>
   transport_errors: Record<string, number>
@@ -83,6 +87,27 @@ export interface FlowResult extends GroupResult {
   arrival: string
   protocol: string
   encoding: string
+  /** Connections per generator thread carrying this flow (http: the shared pool's size). */
+  connections: number
+}
+
+/** One flow's per-second series; bucket i covers [start_s + i, start_s + i + 1) s from the start of the measured period. */
+export interface TimelineSeries {
+  name: string
+  /** 2xx responses completed in the second (throughput). */
+  ok: number[]
+  /** Errors (non-2xx, transport, drops) in the second. */
+  errors: number[]
+  /** Latency (intended send time to response) of the 2xx responses completed in the second; 0 when none. */
+  p50_us: number[]
+  p99_us: number[]
+  max_us: number[]
+}
+
+export interface Timeline {
+  /** Seconds from the start of the measured period to bucket 0: -warmup_s. */
+  start_s: number
+  flows: TimelineSeries[]
 }
 
 export interface LoadResult {
@@ -97,6 +122,8 @@ export interface LoadResult {
   total: GroupResult
   /** CPU time of the generator process over the whole run (ms). */
   generator_cpu_ms: { user: number, system: number }
+  /** Per-second throughput and latency by completion time, warmup and drain included. */
+  timeline: Timeline
   scenario: Scenario
   samples?: Sample[]
 }
@@ -121,6 +148,7 @@ export function validateScenario (raw: unknown): Scenario {
     if (v === undefined && opt) return
     if (typeof v !== 'number' || !Number.isFinite(v) || v < min || (int && !Number.isInteger(v))) problems.push(`${path} must be ${int ? 'an integer' : 'a number'} >= ${min}`)
   }
+  if (raw.description !== undefined && typeof raw.description !== 'string') problems.push('description must be a string')
   if (typeof raw.target !== 'string' || !/^https?:\/\//.test(raw.target)) problems.push('target must be an http(s):// URL')
   num(raw.duration_s, 'duration_s', 0.001)
   num(raw.warmup_s, 'warmup_s', 0, true)
@@ -144,8 +172,9 @@ export function validateScenario (raw: unknown): Scenario {
       num(f.rate, `${p}.rate`, 0)
       num(f.input_dim, `${p}.input_dim`, 1, true, true)
       if (f.arrival !== 'constant' && f.arrival !== 'poisson') problems.push(`${p}.arrival must be "constant" or "poisson"`)
-      if (f.protocol === 'websocket') problems.push(`${p}.protocol "websocket" is reserved but not implemented yet`)
-      else if (f.protocol !== 'http') problems.push(`${p}.protocol must be "http"`)
+      if (f.protocol !== 'http' && f.protocol !== 'websocket') problems.push(`${p}.protocol must be "http" or "websocket"`)
+      num(f.connections, `${p}.connections`, 1, true, true)
+      if (f.connections !== undefined && f.protocol !== 'websocket') problems.push(`${p}.connections applies to websocket flows only (http flows share the scenario's connections)`)
       if (f.encoding !== 'json' && f.encoding !== 'msgpack') problems.push(`${p}.encoding must be "json" or "msgpack"`)
       if (f.headers !== undefined && (!isObj(f.headers) || !Object.values(f.headers).every((v) => typeof v === 'string'))) problems.push(`${p}.headers must map names to strings`)
       if (f.phases !== undefined) {
@@ -198,12 +227,20 @@ async function inputOf (target: string, flow: FlowSpec): Promise<{ name: string,
   return { name: name ?? inp.name, dim: dim ?? d }
 }
 
-function bodyFor (flow: FlowSpec, input: { name: string, dim: number }, seed: number): string | Uint8Array {
+/** HTTP: the request body. websocket: the message, with the id placeholder first and its byte offset. */
+function bodyFor (flow: FlowSpec, input: { name: string, dim: number }, seed: number): { body: string | Uint8Array, idOffset: number } {
   const r = rng(seed)
   const data: number[] = new Array(flow.rows * input.dim)
   for (let i = 0; i < data.length; i++) data[i] = Math.round((r() * 2 - 1) * 1e4) / 1e4
-  const body = { inputs: [{ name: input.name, datatype: 'FP32', shape: [flow.rows, input.dim], data }] }
-  return flow.encoding === 'msgpack' ? new Uint8Array(packr.pack(body)) : JSON.stringify(body)
+  const inputs = [{ name: input.name, datatype: 'FP32', shape: [flow.rows, input.dim], data }]
+  if (flow.protocol === 'http') {
+    const body = { inputs }
+    return { body: flow.encoding === 'msgpack' ? new Uint8Array(packr.pack(body)) : JSON.stringify(body), idOffset: -1 }
+  }
+  // fairway's WebSocket message: OIP request + id + model (+ version).
+  const msg = { id: WS_ID_PLACEHOLDER, model: flow.model, ...(flow.version === undefined ? {} : { version: flow.version }), inputs }
+  const bytes = flow.encoding === 'msgpack' ? new Uint8Array(packr.pack(msg)) : new TextEncoder().encode(JSON.stringify(msg))
+  return { body: bytes, idOffset: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).indexOf(WS_ID_PLACEHOLDER, 0, 'latin1') }
 }
 
 // ---- histograms and summaries ----
@@ -261,6 +298,7 @@ function groupResult (g: Group, durationS: number): GroupResult {
     ok_rate: round(c.ok / durationS),
     throughput: round(c.okInWindow / durationS),
     errors: c.responses - c.ok + transport + c.dropped,
+    local_waits: c.localWaits,
     status: c.status,
     error_codes: c.codes,
     transport_errors: c.transport,
@@ -276,7 +314,36 @@ function round (x: number): number {
   return Math.round(x * 10) / 10
 }
 
+/** Merges one flow's per-second worker timelines (bucket i = second i of the run). */
+function mergeTimeline (name: string, parts: Array<WorkerFlowResult['timeline']>): TimelineSeries {
+  const n = Math.max(0, ...parts.map((p) => p.ok.length))
+  const out: TimelineSeries = { name, ok: [], errors: [], p50_us: [], p99_us: [], max_us: [] }
+  for (let i = 0; i < n; i++) {
+    const h = newHistogram()
+    let ok = 0
+    let errors = 0
+    for (const p of parts) {
+      ok += p.ok[i] ?? 0
+      errors += p.errors[i] ?? 0
+      const enc = p.latency[i] ?? ''
+      if (enc !== '') h.add(decodeFromCompressedBase64(enc))
+    }
+    const s = summarize(h)
+    out.ok.push(ok)
+    out.errors.push(errors)
+    out.p50_us.push(s.p50)
+    out.p99_us.push(s.p99)
+    out.max_us.push(s.max)
+  }
+  return out
+}
+
 // ---- the run ----
+
+/** Upgrade request headers: the key and the flow's own; content type and accept are per frame. */
+function wsHeaders (f: FlowSpec): Record<string, string> {
+  return { ...(f.key === undefined ? {} : { authorization: `Bearer ${f.key}` }), ...f.headers }
+}
 
 function workerUrl (): URL {
   // Under a TypeScript loader (tap) this module is the .ts source; compiled, it is .js.
@@ -289,6 +356,7 @@ export async function runLoad (scenarioIn: Scenario, options: RunOptions = {}): 
   const durationS = scenario.duration_s
   const threads = scenario.threads ?? DEFAULTS.threads
   const connections = scenario.connections ?? DEFAULTS.connections
+  const flowConnections = (f: FlowSpec): number => f.protocol === 'websocket' ? f.connections ?? DEFAULTS.ws_connections : connections
   const seed = scenario.seed ?? Math.floor(Math.random() * 2 ** 31)
   const url = new URL(scenario.target)
   const base = url.pathname.replace(/\/+$/, '')
@@ -306,8 +374,14 @@ export async function runLoad (scenarioIn: Scenario, options: RunOptions = {}): 
       ...(f.key === undefined ? {} : { authorization: `Bearer ${f.key}` }),
       ...f.headers,
     }
-    const path = `${base}/v2/models/${encodeURIComponent(f.model)}${f.version === undefined ? '' : `/versions/${encodeURIComponent(f.version)}`}/infer`
-    workerFlows.push({ index: i, path, headers, body: bodyFor(f, input, seed + 7919 * i), segments: flowSegments[i] ?? [], arrival: f.arrival, protocol: f.protocol, seed: seed + 104729 * (i + 1) })
+    const path = f.protocol === 'websocket'
+      ? `${base}/v2/ws`
+      : `${base}/v2/models/${encodeURIComponent(f.model)}${f.version === undefined ? '' : `/versions/${encodeURIComponent(f.version)}`}/infer`
+    const { body, idOffset } = bodyFor(f, input, seed + 7919 * i)
+    workerFlows.push({
+      index: i, path, headers: f.protocol === 'websocket' ? wsHeaders(f) : headers, body, idOffset, segments: flowSegments[i] ?? [],
+      arrival: f.arrival, protocol: f.protocol, encoding: f.encoding, connections: flowConnections(f), seed: seed + 104729 * (i + 1),
+    })
   }
 
   const startedAt = new Date().toISOString()
@@ -450,10 +524,15 @@ export async function runLoad (scenarioIn: Scenario, options: RunOptions = {}): 
       arrival: f.arrival,
       protocol: f.protocol,
       encoding: f.encoding,
+      connections: flowConnections(f),
     })),
     tenants: [...tenants.values()].map((g) => groupResult(g, durationS)),
     total: groupResult(total, durationS),
     generator_cpu_ms: { user: Math.round(cpu.user / 1000), system: Math.round(cpu.system / 1000) },
+    timeline: {
+      start_s: -warmupS,
+      flows: scenario.flows.map((f, i) => mergeTimeline(f.name, done.flatMap((d) => d.flows.slice(i, i + 1).map((r) => r.timeline)))),
+    },
     scenario,
   }
   if ((options.collectSamples ?? 0) > 0) {
@@ -473,21 +552,6 @@ export async function runLoad (scenarioIn: Scenario, options: RunOptions = {}): 
 
 // ---- reporting ----
 
-function ms (us: number): string {
-  if (us >= 100_000) return (us / 1000).toFixed(0)
-  if (us >= 10_000) return (us / 1000).toFixed(1)
-  return (us / 1000).toFixed(2)
-}
-
-function errorText (g: GroupResult): string {
-  const parts: string[] = []
-  for (const [s, n] of Object.entries(g.status)) if (!s.startsWith('2')) parts.push(`HTTP ${s} x${n}`)
-  for (const [c, n] of Object.entries(g.error_codes)) parts.push(`${c} x${n}`)
-  for (const [c, n] of Object.entries(g.transport_errors)) parts.push(`${c} x${n}`)
-  if (g.dropped > 0) parts.push(`dropped x${g.dropped}`)
-  return parts.length === 0 ? '-' : parts.join(', ')
-}
-
 export function renderTable (headers: string[], rows: string[][], rightAlign: (col: number) => boolean = (c) => c > 0): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)))
   const line = (cells: string[]): string => cells.map((c, i) => rightAlign(i) ? c.padStart(widths[i] ?? 0) : c.padEnd(widths[i] ?? 0)).join('  ').trimEnd()
@@ -496,17 +560,7 @@ export function renderTable (headers: string[], rows: string[][], rightAlign: (c
 
 /** Readable summary: one row per flow, then per tenant (when they differ) and the total. */
 export function formatTable (r: LoadResult): string {
-  const headers = ['flow', 'offered/s', 'sent/s', 'ok/s', 'p50 ms', 'p90 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'lag p99 ms', 'errors']
-  const row = (name: string, g: GroupResult): string[] => [
-    name, g.offered_rate.toFixed(0), g.sent_rate.toFixed(0), g.ok_rate.toFixed(0),
-    ms(g.latency_us.p50), ms(g.latency_us.p90), ms(g.latency_us.p99), ms(g.latency_us.p999), ms(g.latency_us.max),
-    ms(g.send_lag_us.p99), g.errors === 0 ? '0' : `${g.errors}: ${errorText(g)}`,
-  ]
-  const rows = r.flows.map((f) => row(`${f.name} (${f.model} x${f.rows} ${f.encoding} ${f.arrival})`, f))
-  const sameAsFlows = r.tenants.length === r.flows.length && r.flows.every((f) => f.tenant === f.name)
-  if (!sameAsFlows) for (const t of r.tenants) rows.push(row(`tenant ${t.name}`, t))
-  if (r.flows.length > 1) rows.push(row('total', r.total))
-  const title = `${r.target}: ${r.duration_s}s measured after ${r.warmup_s}s warmup, ${r.threads} generator thread(s) x ${r.connections} connections; latency of 2xx responses from intended send time`
+  const { title, headers, rows } = resultRows(r)
   return `${title}\n${renderTable(headers, rows, (c) => c > 0 && c < headers.length - 1)}`
 }
 
@@ -517,6 +571,7 @@ async function main (): Promise<number> {
     allowPositionals: true,
     options: {
       out: { type: 'string' },
+      html: { type: 'string' },
       target: { type: 'string' },
       duration: { type: 'string' },
       warmup: { type: 'string' },
@@ -526,7 +581,7 @@ async function main (): Promise<number> {
   })
   const file = positionals[0]
   if (file === undefined) {
-    console.error('usage: node dist/perf/loadgen.js SCENARIO.json [--out FILE] [--target URL] [--duration S] [--warmup S] [--threads N] [--quiet]')
+    console.error('usage: node dist/perf/loadgen.js SCENARIO.json [--out FILE] [--html FILE] [--target URL] [--duration S] [--warmup S] [--threads N] [--quiet]')
     return 2
   }
   const raw = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>
@@ -539,8 +594,12 @@ async function main (): Promise<number> {
   const out = values.out ?? resolve('perf', 'out', `loadgen-${new Date().toISOString().replace(/[:.]/g, '-')}.json`)
   mkdirSync(dirname(out), { recursive: true })
   writeFileSync(out, JSON.stringify(result, null, 2) + '\n')
+  // The HTML report goes next to the JSON unless --html says elsewhere.
+  const html = values.html ?? out.replace(/\.json$/, '') + '.html'
+  mkdirSync(dirname(html), { recursive: true })
+  writeFileSync(html, renderHtml(result))
   console.log(formatTable(result))
-  console.log(`results: ${out}`)
+  console.log(`results: ${out}\nreport:  ${html}`)
   return 0
 }
 

@@ -9,7 +9,14 @@ import t from 'tap'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { performance } from 'node:perf_hooks'
-import { runLoad, validateScenario, type FlowSpec, type LoadResult, type Sample, type Scenario } from '../perf/loadgen.js'
+import { encodeIntoCompressedBase64 } from 'hdr-histogram-js'
+import { runLoad, validateScenario, type FlowSpec, type GroupResult, type LoadResult, type Sample, type Scenario } from '../perf/loadgen.js'
+import { newHistogram } from '../perf/loadgen-common.js'
+import { renderHtml } from '../perf/report-html.js'
+
+// Each run starts generator worker threads that compile their TypeScript
+// under tap's loader; on a shared machine the file can pass 30 s.
+t.setTimeout(120_000)
 
 type Handler = (n: number, req: IncomingMessage, res: ServerResponse) => void
 
@@ -206,8 +213,48 @@ t.test('coordinated omission: a 200 ms stall is charged to every request queued 
 t.test('scenario validation', async (t) => {
   const base = { target: 'http://127.0.0.1:1', duration_s: 1, flows: [flow()] }
   t.doesNotThrow(() => validateScenario(base))
-  t.throws(() => validateScenario({ ...base, flows: [flow({ protocol: 'websocket' })] }), /websocket.*not implemented/)
+  t.doesNotThrow(() => validateScenario({ ...base, flows: [flow({ protocol: 'websocket', connections: 2 })] }))
+  t.throws(() => validateScenario({ ...base, flows: [flow({ connections: 2 })] }), /connections applies to websocket flows only/)
+  t.throws(() => validateScenario({ ...base, flows: [flow({ protocol: 'grpc' as 'http' })] }), /protocol must be "http" or "websocket"/)
   t.throws(() => validateScenario({ ...base, flows: [flow({ rate: -1 })] }), /flows\[0\]\.rate/)
   t.throws(() => validateScenario({ ...base, flows: [flow({ phases: [{ from_s: 0, to_s: 2, rate: 1 }, { from_s: 1, to_s: 3, rate: 1 }] })] }), /overlaps/)
   t.throws(() => validateScenario({ ...base, flows: [flow(), flow()] }), /used twice/)
+})
+
+t.test('HTML report: self-contained, one <svg> per plot, flow names, the result table', async (t) => {
+  // A small synthetic result: two flows of one tenant, three seconds of timeline.
+  const hist = (values: number[]): string => {
+    const h = newHistogram()
+    for (const v of values) h.recordValue(v)
+    return encodeIntoCompressedBase64(h)
+  }
+  const summary = { count: 3, min: 500, mean: 900, p50: 800, p90: 1200, p99: 1500, p999: 1500, max: 1500 }
+  const group = (name: string): GroupResult => ({
+    name, offered_rate: 100, intended: 300, sent: 300, dropped: 0, responses: 300, ok: 299, warmup_sent: 100, sent_rate: 100, ok_rate: 99.7, throughput: 99.7,
+    errors: 1, local_waits: 0, status: { 200: 299, 429: 1 }, error_codes: { FW_ERR_ADMISSION_TENANT_RATE: 1 }, transport_errors: {},
+    latency_us: summary, error_latency_us: summary, service_us: summary, send_lag_us: summary, histogram: hist([500, 800, 1500, 40_000]),
+  })
+  const flowResult = (name: string, protocol: string): LoadResult['flows'][number] => ({ ...group(name), tenant: 'acme', model: 'tiny-classifier', rows: 1, arrival: 'poisson', protocol, encoding: 'msgpack', connections: 4 })
+  const target = 'http://127.0.0.1:8000'
+  const series = (name: string): LoadResult['timeline']['flows'][number] => ({ name, ok: [90, 100, 99, 1], errors: [0, 0, 1, 0], p50_us: [900, 800, 850, 700], p99_us: [5000, 1500, 1600, 700], max_us: [6000, 1600, 1700, 700] })
+  const result: LoadResult = {
+    started_at: '2026-11-28T00:00:00.000Z', target, duration_s: 3, warmup_s: 1, threads: 1, connections: 64,
+    flows: [flowResult('alpha-http-flow', 'http'), flowResult('beta-ws-flow', 'websocket')],
+    tenants: [group('acme')], total: group('total'),
+    generator_cpu_ms: { user: 10, system: 5 },
+    timeline: { start_s: -1, flows: [series('alpha-http-flow'), series('beta-ws-flow')] },
+    scenario: { target, duration_s: 3, flows: [flow({ name: 'alpha-http-flow' }), flow({ name: 'beta-ws-flow', protocol: 'websocket' })] },
+  }
+  const html = renderHtml(result)
+  t.match(html, /^<!doctype html>/)
+  t.equal(html.match(/<svg\b/g)?.length, 3, 'one <svg> per plot: distribution, latency over time, throughput over time')
+  t.equal(html.match(/<\/svg>/g)?.length, 3)
+  for (const name of ['alpha-http-flow', 'beta-ws-flow', 'tenant acme']) t.ok(html.includes(name), `names ${name}`)
+  t.ok(html.includes('FW_ERR_ADMISSION_TENANT_RATE x1'), 'the result table lists errors by code')
+  t.ok(html.includes('<table>'), 'has the result table')
+  // Self-contained: no script, stylesheet link or remote resource; the only
+  // URL in the page is the target, shown as text.
+  t.notOk(/<script|<link|<img|<iframe|@import|url\(/i.test(html), 'no script, link, image, frame, import or url()')
+  t.notOk(/(src|href)\s*=/i.test(html), 'no src or href attributes')
+  t.notOk(/https?:\/\//.test(html.split(target).join('')), 'no http(s):// anywhere but the target text')
 })
