@@ -6,7 +6,8 @@ import { spawnSync } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { checkConfig, checkConfigFile } from '../src/control-plane/load-config.js'
-import { demoRaw, DEMO_CONFIG_FILE, ROOT } from './helpers/server.js'
+import { TenantRegistry } from '../src/control-plane/registry.js'
+import { configFrom, demoRaw, DEMO_CONFIG_FILE, ROOT } from './helpers/server.js'
 import { dirname } from 'node:path'
 
 const base = dirname(DEMO_CONFIG_FILE)
@@ -47,6 +48,12 @@ t.test('each bad field is named with the reason', async (t) => {
     ['bad input shape', (r) => { r.models.ranker.input.shape = [256] }, '$.models.ranker.input.shape', /\[-1, N\]/],
     ['missing artifact file', (r) => { r.models.ranker.versions['1'].artifact = 'nope/model.onnx' }, '$.models.ranker.versions.1.artifact', /does not exist/],
     ['rows over batch', (r) => { r.models.ranker.batching = { maxBatchSize: 4, maxRowsPerRequest: 8 } }, '$.models.ranker.batching.maxRowsPerRequest', /<= maxBatchSize/],
+    ['batching window too long', (r) => { r.models.ranker.batching.maxQueueDelayUs = 100001 }, '$.models.ranker.batching.maxQueueDelayUs', /<= 100000/],
+    ['batching window fractional', (r) => { r.models.ranker.batching.maxQueueDelayUs = 2.5 }, '$.models.ranker.batching.maxQueueDelayUs', /integer/],
+    ['batching window negative', (r) => { r.models.ranker.batching.maxQueueDelayUs = -1 }, '$.models.ranker.batching.maxQueueDelayUs', />= 0/],
+    ['tenant batch wait not a number', (r) => { r.tenants.acme.limits.maxBatchWaitUs = '500' }, '$.tenants.acme.limits.maxBatchWaitUs', /must be a number/],
+    ['tenant batch wait negative', (r) => { r.tenants.acme.limits.maxBatchWaitUs = -5 }, '$.tenants.acme.limits.maxBatchWaitUs', />= 0/],
+    ['tenant batch wait too long', (r) => { r.tenants.acme.limits.maxBatchWaitUs = 100001 }, '$.tenants.acme.limits.maxBatchWaitUs', /<= 100000/],
   ]
   for (const [name, mutate, path, why] of cases) {
     const p = problems(mutate)
@@ -54,6 +61,24 @@ t.test('each bad field is named with the reason', async (t) => {
     t.ok(hit, `${name}: reported at ${path} (got ${JSON.stringify(p)})`)
     t.match(hit?.message ?? '', why, `${name}: says why`)
   }
+})
+
+t.test('batching window: default 0, capped per tenant, precomputed per route', async (t) => {
+  const plain = configFrom(demoRaw())
+  t.equal(plain.models.get('ranker')?.maxQueueDelayUs, 0, 'no window unless configured')
+  t.equal(plain.tenants.get('acme')?.limits.maxBatchWaitUs, null, 'no tenant cap unless configured')
+  const raw = demoRaw()
+  raw.models['tiny-classifier'].batching.maxQueueDelayUs = 2000
+  raw.tenants.acme.limits.maxBatchWaitUs = 500
+  raw.tenants.globex.limits.maxBatchWaitUs = 0
+  raw.tenants.initech.limits.maxBatchWaitUs = 100000
+  const reg = new TenantRegistry(configFrom(raw))
+  const waitMs = (tenant: string, model: string): number | undefined => reg.tenantById(tenant)?.routes.get(model)?.maxBatchWaitMs
+  t.equal(waitMs('acme', 'tiny-classifier'), 0.5, 'the tenant cap shortens the model window')
+  t.equal(waitMs('globex', 'tiny-classifier'), 0, 'a cap of 0: never held')
+  t.equal(waitMs('initech', 'tiny-classifier'), 2, 'a cap above the window does not lengthen it')
+  t.equal(waitMs('umbrella', 'tiny-classifier'), 2, 'no cap: the model window')
+  t.equal(waitMs('acme', 'ranker'), 0, 'a model without a window holds nobody')
 })
 
 t.test('all problems are reported at once', async (t) => {

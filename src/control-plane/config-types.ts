@@ -76,6 +76,13 @@ export interface ModelConfig {
   readonly maxBatchSize: number
   /** Rows one request may carry. */
   readonly maxRowsPerRequest: number
+  /**
+   * Batching window, µs: how long a free worker may wait for a batch of this
+   * model version to fill before it runs what is queued. 0 = never wait (a
+   * free worker takes whatever is queued; batches grow only while all workers
+   * are busy).
+   */
+  readonly maxQueueDelayUs: number
 }
 
 export interface TenantLimits {
@@ -85,6 +92,11 @@ export interface TenantLimits {
   readonly burst: number
   readonly queueDepth: number
   readonly timeoutMs: number
+  /**
+   * Longest a request of this tenant may be held for batching, µs (caps every
+   * model's window for it); null = no cap beyond the model's window.
+   */
+  readonly maxBatchWaitUs: number | null
 }
 
 /** Default fair-queuing weight of each tier (a tenant may override it). */

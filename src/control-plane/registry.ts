@@ -24,6 +24,12 @@ export interface Route {
   readonly classSlot: number
   /** Key of the executable unit (model version in a class) that batches this route. */
   readonly unitKey: string
+  /**
+   * Longest a request on this route may be held for batching, ms: the model's
+   * window capped by the tenant's maxBatchWaitUs. Precomputed so the
+   * scheduler's per-request check is one field read.
+   */
+  readonly maxBatchWaitMs: number
 }
 
 /** One model version loaded in one service class's workers. */
@@ -69,7 +75,8 @@ export class TenantRegistry {
           : config.serviceClasses.get(model.serviceClass) ?? tenantClass
         const unitKey = `${model.id}@${version.version}#${sc.id}`
         if (!units.has(unitKey)) units.set(unitKey, { key: unitKey, model, version, serviceClass: sc })
-        routes.set(modelId, { tenant: entry, model, version, serviceClass: sc, classSlot: classSlots.get(sc.id) ?? 0, unitKey })
+        const maxBatchWaitMs = Math.min(model.maxQueueDelayUs, t.limits.maxBatchWaitUs ?? Infinity) / 1000
+        routes.set(modelId, { tenant: entry, model, version, serviceClass: sc, classSlot: classSlots.get(sc.id) ?? 0, unitKey, maxBatchWaitMs })
       }
       tenants.push(entry)
       for (const h of t.apiKeyHashes) this.byKeyHash.set(h, entry)

@@ -19,6 +19,9 @@ type Json = Record<string, unknown>
 
 const SHA256_HEX = /^[0-9a-f]{64}$/
 const ID = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$/
+// Batching windows and caps, µs: 100 ms is already far beyond what batching
+// can win for a model small enough to want it; larger is most likely a unit slip.
+const MAX_BATCH_WAIT_US = 100_000
 
 class Checker {
   readonly problems: ConfigProblem[] = []
@@ -190,7 +193,7 @@ export function validateConfig (raw: unknown, opts: ValidateOptions): ValidateRe
       c.fail(`${p}.defaultVersion`, `names no version of this model (have: ${[...versions.keys()].join(', ')})`)
     }
     const b = c.object(o.batching ?? {}, `${p}.batching`) ?? {}
-    c.unknownKeys(b, `${p}.batching`, ['maxBatchSize', 'maxRowsPerRequest'])
+    c.unknownKeys(b, `${p}.batching`, ['maxBatchSize', 'maxRowsPerRequest', 'maxQueueDelayUs'])
     const maxBatchSize = c.number(b, 'maxBatchSize', `${p}.batching`, { min: 1, max: 4096, int: true, dflt: 32 })
     const maxRowsPerRequest = c.number(b, 'maxRowsPerRequest', `${p}.batching`, { min: 1, max: 4096, int: true, dflt: maxBatchSize })
     if (maxRowsPerRequest > maxBatchSize) c.fail(`${p}.batching.maxRowsPerRequest`, 'must be <= maxBatchSize')
@@ -204,6 +207,7 @@ export function validateConfig (raw: unknown, opts: ValidateOptions): ValidateRe
       output: tensor(c, o.output, `${p}.output`),
       maxBatchSize,
       maxRowsPerRequest,
+      maxQueueDelayUs: c.number(b, 'maxQueueDelayUs', `${p}.batching`, { min: 0, max: MAX_BATCH_WAIT_US, int: true, dflt: 0 }),
     })
   }
 
@@ -240,7 +244,7 @@ export function validateConfig (raw: unknown, opts: ValidateOptions): ValidateRe
       tm.set(mid, ver === 'default' ? model.defaultVersion : ver)
     }
     const l = c.object(o.limits, `${p}.limits`) ?? {}
-    c.unknownKeys(l, `${p}.limits`, ['concurrency', 'ratePerSecond', 'burst', 'queueDepth', 'timeoutMs'])
+    c.unknownKeys(l, `${p}.limits`, ['concurrency', 'ratePerSecond', 'burst', 'queueDepth', 'timeoutMs', 'maxBatchWaitUs'])
     const lp = `${p}.limits`
     const settings = o.settings === undefined ? {} : c.object(o.settings, `${p}.settings`) ?? {}
     tenants.set(id, {
@@ -256,6 +260,7 @@ export function validateConfig (raw: unknown, opts: ValidateOptions): ValidateRe
         burst: c.number(l, 'burst', lp, { min: 1, int: true }),
         queueDepth: c.number(l, 'queueDepth', lp, { min: 1, int: true }),
         timeoutMs: c.number(l, 'timeoutMs', lp, { min: 1, max: 600_000, int: true }),
+        maxBatchWaitUs: l.maxBatchWaitUs === undefined ? null : c.number(l, 'maxBatchWaitUs', lp, { min: 0, max: MAX_BATCH_WAIT_US, int: true }),
       },
       region: c.string(o, 'region', p),
       costCenter: c.string(o, 'costCenter', p),

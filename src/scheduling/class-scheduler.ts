@@ -8,10 +8,33 @@
 // heads join it while they are for the same model version and fit in
 // maxBatchSize rows. Dispatch to a worker costs more than a small model's
 // inference (~60 µs vs ~10 µs here), so batching is what keeps the per-request
-// cost on the gateway thread small. No timer holds a request back when a
-// worker is idle; while all are busy, arrivals accumulate into the next batch.
-// Deadlines: a 1 ms sweep (running only while something is queued) answers
-// expired requests with 504 before they run; dispatch re-checks.
+// cost on the gateway thread small. While all workers are busy, arrivals
+// accumulate into the next batch. A model with a batching window
+// (maxQueueDelayUs > 0) also holds a FREE worker back while the fair head's
+// unit has fewer than maxBatchSize rows queued, until the earliest hold limit
+// of the queued jobs: arrival + the route's maxBatchWaitMs (the model's window
+// capped by the tenant's maxBatchWaitUs), or deadline − the estimated time of
+// a full batch of the unit, whichever comes first. The minimum is taken over
+// every queued job, not only those that will join the head's batch: it is
+// kept in O(1) per arrival that way, and a job that may not wait (tenant cap
+// 0, deadline close) is never kept waiting by an idling worker. Arrivals
+// re-check fullness (each schedules a pump); the fair order still decides
+// which jobs join when the batch leaves.
+// Timers: one per class, armed for the earliest of the queued deadlines and
+// the end of a hold, re-armed only when an earlier time comes up (a hold, a
+// shorter deadline), not per request; once the queue empties it is left to
+// fire once, harmlessly, rather than cleared and set again per request. Node
+// timers tick in whole milliseconds (a timer may fire up to a tick early,
+// which just re-arms it, or late): deadlines are enforced within about a
+// millisecond (expired requests answered 504, never run; dispatch re-checks),
+// and a hold shorter than 1 ms lasts about 1 ms unless an arrival filling the
+// batch or a completion ends it first. A held worker is not lent out.
+// Hot path (every request): enqueue and pump allocate nothing but the batch
+// buffer; the deadline/hold bounds are plain numbers kept in O(1), callbacks
+// are closures made once, and a hold costs one Node timer per batch, so a
+// window adds no per-request allocation. Each job leaves the queue (dequeued)
+// and is answered (done) exactly once: at dispatch, by the deadline rescan,
+// or when found expired at dispatch.
 // Lending: a class whose queue is empty lends its free workers to the classes
 // in its `lendTo` list (the one that has received the least lent time per unit
 // of class weight first): it forms a batch from the borrower's fair queue and
@@ -25,6 +48,22 @@ import type { ExecutableUnit, Route } from '../control-plane/registry.js'
 import { FairwayError, fwError } from '../errors.js'
 import { workerError, type ClassPool } from '../runtime/class-pool.js'
 import { FairQueue } from './fair-queue.js'
+
+/**
+ * Time and timers of a scheduler, injected so tests can drive batching windows
+ * and deadlines deterministically. `now()` is in ms on the same time base as
+ * Job.enqueuedAt and Job.deadline (performance.now() in the server).
+ */
+export interface SchedulerClock {
+  now (): number
+  /** Calls `fn` once, no earlier than `ms` from now (a negative `ms` counts as 0). */
+  setTimer (fn: () => void, ms: number): { close (): void }
+}
+
+const realClock: SchedulerClock = {
+  now: () => performance.now(),
+  setTimer: (fn, ms) => setTimeout(fn, ms),
+}
 
 export interface BatchInfo {
   /** Rows in the whole batch this job ran in. */
@@ -71,6 +110,10 @@ interface Batch {
 interface UnitState {
   readonly unit: ExecutableUnit
   readonly inputDim: number
+  /** The model's maxBatchSize. */
+  readonly maxRows: number
+  /** Rows of this unit queued now: "is the batch full" without walking the queue. */
+  queuedRows: number
   /** EWMA of measured µs per row (batch time / batch rows). */
   usPerRow: number
 }
@@ -109,18 +152,36 @@ export class ClassScheduler {
   private running = 0
   private queuedCost = 0
   private pumpScheduled = false
-  private sweeper: NodeJS.Timeout | null = null
 
   /** False sends every request as its own worker task (the batching benchmark's baseline). */
   private readonly batching: boolean
+  /** Some unit has a batching window; without one the class never holds a worker (nor scans for it). */
+  private readonly windowed: boolean
+  private readonly clock: SchedulerClock
 
-  constructor (pool: ClassPool, units: readonly ExecutableUnit[], admission: AdmissionTable, classSlot: number, weightOf: (flow: number) => number, batching = true) {
+  // Lower bounds, over the queued jobs, of their deadlines and of their hold
+  // limits. An arrival lowers them in O(1); a job leaving may leave them too
+  // low, never too high, which costs at most an early timer or a rescan (one
+  // pass over the queue that also answers expired jobs). `boundsExact`: no
+  // job left since the last rescan. Both are Infinity while the queue is empty.
+  private nextDeadline = Infinity
+  private minHoldLimit = Infinity
+  private boundsExact = true
+  /** `now` of the rescan in progress, for the removeWhere predicate (a field, so that predicate is one closure made once). */
+  private scanNow = 0
+  /** The class's one timer, armed to fire at `timerAt` (Infinity: none). */
+  private timer: { close (): void } | null = null
+  private timerAt = Infinity
+
+  constructor (pool: ClassPool, units: readonly ExecutableUnit[], admission: AdmissionTable, classSlot: number, weightOf: (flow: number) => number, batching = true, clock: SchedulerClock = realClock) {
     this.pool = pool
     this.batching = batching
+    this.clock = clock
     this.admission = admission
     this.classSlot = classSlot
     this.queue = new FairQueue<Job>(weightOf)
-    for (const unit of units) this.units.set(unit.key, { unit, inputDim: unit.model.input.shape[1] ?? 0, usPerRow: INITIAL_US_PER_ROW })
+    for (const unit of units) this.units.set(unit.key, { unit, inputDim: unit.model.input.shape[1] ?? 0, maxRows: unit.model.maxBatchSize, queuedRows: 0, usPerRow: INITIAL_US_PER_ROW })
+    this.windowed = batching && units.some((u) => u.model.maxQueueDelayUs > 0)
   }
 
   get queued (): number {
@@ -136,7 +197,11 @@ export class ClassScheduler {
     return this.queuedCost / this.pool.capacity / 1000
   }
 
-  /** The job was admitted (AdmissionTable counted it queued); it leaves through dequeue exactly once. */
+  /**
+   * The job was admitted (AdmissionTable counted it queued); it leaves through
+   * dequeue exactly once. Runs once per request: O(log tenants) in the fair
+   * queue, no allocation, at most one timer (re)armed.
+   */
   enqueue (job: Job): void {
     const u = this.units.get(job.route.unitKey)
     if (u === undefined) {
@@ -146,10 +211,20 @@ export class ClassScheduler {
     }
     job.cost = job.rows * u.usPerRow
     this.queuedCost += job.cost
+    u.queuedRows += job.rows
     this.queue.push(job)
-    if (this.running < this.pool.capacity) this.schedulePump()
-    else for (const l of this.lenders) if (l.running < l.pool.capacity) l.schedulePump()
-    if (this.sweeper === null) this.sweeper = setInterval(this.sweep, 1)
+    if (job.deadline < this.nextDeadline) this.nextDeadline = job.deadline
+    if (this.windowed) {
+      const limit = holdLimit(job, u)
+      if (limit < this.minHoldLimit) this.minHoldLimit = limit
+    }
+    // With a free worker the pump decides (dispatch, or hold) and arms the timer.
+    if (this.running < this.pool.capacity) {
+      this.schedulePump()
+    } else {
+      this.arm(this.nextDeadline)
+      for (const l of this.lenders) if (l.running < l.pool.capacity) l.schedulePump()
+    }
   }
 
   /** Wires work-conserving lending: this class's idle workers serve `borrowers`. */
@@ -175,17 +250,63 @@ export class ClassScheduler {
     this.pump()
   }
 
-  private readonly sweep = (): void => {
-    const now = performance.now()
-    this.queue.removeWhere((j) => j.deadline <= now, this.expire)
-    if (this.queue.size === 0 && this.sweeper !== null) {
-      clearInterval(this.sweeper)
-      this.sweeper = null
+  /** Makes the class's timer fire no later than `at`; a no-op when it already will (the common case). */
+  private arm (at: number): void {
+    if (at >= this.timerAt) return
+    this.timer?.close()
+    this.timerAt = at
+    this.timer = this.clock.setTimer(this.onTimer, at - this.clock.now())
+  }
+
+  /** A deadline or the end of a hold may have come: answer expired jobs, then dispatch (the pump re-arms). */
+  private readonly onTimer = (): void => {
+    this.timer = null
+    this.timerAt = Infinity
+    const now = this.clock.now()
+    if (this.nextDeadline <= now) this.rescan(now)
+    this.pump()
+  }
+
+  /** Answers expired jobs (504) and recomputes the exact bounds over the rest. O(queued + tenants). */
+  private rescan (now: number): void {
+    this.scanNow = now
+    this.nextDeadline = Infinity
+    this.minHoldLimit = Infinity
+    this.queue.removeWhere(this.expiredElseBound, this.expire)
+    this.boundsExact = true
+  }
+
+  private readonly expiredElseBound = (job: Job): boolean => {
+    if (job.deadline <= this.scanNow) return true
+    if (job.deadline < this.nextDeadline) this.nextDeadline = job.deadline
+    if (this.windowed) {
+      const limit = holdLimit(job, this.units.get(job.route.unitKey) as UnitState)
+      if (limit < this.minHoldLimit) this.minHoldLimit = limit
+    }
+    return false
+  }
+
+  /**
+   * When the fair head's batch may leave a free worker; ≤ now: at once. It is
+   * held while its unit has fewer than maxBatchSize rows queued and every
+   * queued job is within its hold limit (see the header).
+   */
+  private releaseAt (now: number): number {
+    if (!this.windowed) return now
+    for (;;) {
+      const head = this.queue.peek()
+      if (head === null) return now
+      const u = this.units.get(head.route.unitKey) as UnitState
+      if (u.queuedRows >= u.maxRows) return now
+      if (this.minHoldLimit > now || this.boundsExact) return this.minHoldLimit
+      // The bound says "go" but may be stale: make it exact (expired jobs
+      // leave on the way, maybe the head) and look again; at most once.
+      this.rescan(now)
     }
   }
 
   private readonly expire = (job: Job): void => {
-    this.leave(job)
+    this.leave(job, this.units.get(job.route.unitKey) as UnitState)
     this.stats.expired++
     this.admission.countReject(job.flow, Reject.DeadlineExceeded)
     const err = fwError('FW_ERR_DEADLINE_EXCEEDED', Math.round(job.deadline - job.enqueuedAt))
@@ -199,31 +320,56 @@ export class ClassScheduler {
     this.expire(job)
   }
 
-  private leave (job: Job): void {
+  private leave (job: Job, u: UnitState): void {
     this.queuedCost -= job.cost
+    u.queuedRows -= job.rows
     this.admission.dequeued(job.flow, this.classSlot)
+    if (this.queue.size > 0) {
+      this.boundsExact = false
+    } else {
+      this.nextDeadline = Infinity
+      this.minHoldLimit = Infinity
+      this.boundsExact = true
+    }
   }
 
   private pump (): void {
+    const now = this.clock.now()
     while (this.running < this.pool.capacity) {
+      let batch: Batch | null = null
+      if (this.queue.size > 0) {
+        const at = this.releaseAt(now)
+        // Holding: the free worker waits for this batch. It is not lent out
+        // meanwhile: a lent batch (a heavy one takes ms) could keep the held
+        // jobs far past their limits.
+        if (at > now) { this.arm(at); break }
+        batch = this.formBatch(now)
+      }
       // Own work first: that is what takes a lent worker back.
-      const batch = this.formBatch() ?? this.borrowerByShare()?.formBatch() ?? null
-      if (batch === null) return
+      batch ??= this.borrowerByShare(now)?.formBatch(now) ?? null
+      if (batch === null) break
       this.run(batch)
     }
-    // All own workers busy and work still waiting: ask idle lenders to help.
-    if (this.queue.size > 0) for (const l of this.lenders) if (l.running < l.pool.capacity) l.schedulePump()
+    if (this.queue.size > 0) {
+      this.arm(this.nextDeadline)
+      // All own workers busy and work still waiting: ask idle lenders to help.
+      if (this.running >= this.pool.capacity) for (const l of this.lenders) if (l.running < l.pool.capacity) l.schedulePump()
+    }
   }
 
   /**
    * Among borrowers with queued work, the one that has received the least lent
    * time per unit of class weight: lent capacity is shared by class weights.
    */
-  private borrowerByShare (): ClassScheduler | null {
+  private borrowerByShare (now: number): ClassScheduler | null {
     let best: ClassScheduler | null = null
     let bestKey = Infinity
     for (const b of this.borrowers) {
       if (b.queue.size === 0) continue
+      const at = b.releaseAt(now)
+      // The borrower holds its batch for a free worker (this one): wake it
+      // when the hold ends; its pump then asks its lenders again.
+      if (at > now) { b.arm(at); continue }
       const key = b.stats.borrowedMs / b.pool.serviceClass.weight
       if (key < bestKey) { best = b; bestKey = key }
     }
@@ -231,8 +377,7 @@ export class ClassScheduler {
   }
 
   /** Takes the next batch from this class's fair queue (null when empty). */
-  private formBatch (): Batch | null {
-    const now = performance.now()
+  private formBatch (now: number): Batch | null {
     let first: Job | null = null
     while (first === null) {
       const j = this.queue.pop()
@@ -241,14 +386,14 @@ export class ClassScheduler {
       else first = j
     }
     const unit = this.units.get(first.route.unitKey) as UnitState
-    const maxRows = this.batching ? unit.unit.model.maxBatchSize : first.rows
-    this.leave(first)
+    const maxRows = this.batching ? unit.maxRows : first.rows
+    this.leave(first, unit)
     const jobs: Job[] = [first]
     let rows = first.rows
     for (let next = this.queue.peek(); next !== null && next.route.unitKey === first.route.unitKey && rows + next.rows <= maxRows; next = this.queue.peek()) {
       this.queue.pop()
       if (next.deadline <= now) { this.expireAfterPop(next); continue }
-      this.leave(next)
+      this.leave(next, unit)
       jobs.push(next)
       rows += next.rows
     }
@@ -297,9 +442,19 @@ export class ClassScheduler {
     }
   }
 
-  /** Stops the deadline sweep (shutdown). */
+  /** Stops the class's timer (shutdown). */
   stop (): void {
-    if (this.sweeper !== null) clearInterval(this.sweeper)
-    this.sweeper = null
+    this.timer?.close()
+    this.timer = null
+    this.timerAt = Infinity
   }
+}
+
+/**
+ * Latest time a queued job may still be waiting for its batch to fill: its
+ * batching allowance from arrival, and early enough before its deadline for a
+ * full batch of its unit (the largest it may join) to run.
+ */
+function holdLimit (job: Job, u: UnitState): number {
+  return Math.min(job.enqueuedAt + job.route.maxBatchWaitMs, job.deadline - u.maxRows * u.usPerRow / 1000)
 }
