@@ -72,9 +72,9 @@ async function counts (p: CostPipeline, tenant: string): Promise<{ n: number, u:
 t.test('killed between the insert and the spool removal: the replay is deduplicated', async (t) => {
   const r = await child('crash', 'crash')
   t.equal(r.signal, 'SIGKILL', `the child died by SIGKILL${r.stderr === '' ? '' : ': ' + r.stderr.slice(0, 500)}`)
-  const left = readdirSync(SPOOL).filter((n) => n.endsWith('.tsv'))
+  const left = readdirSync(SPOOL).filter((n) => n.endsWith('.native'))
   t.equal(left.length, 1, 'its acknowledged batch is still in the spool')
-  t.match(left[0], /\.cost_events\.3000\.tsv$/)
+  t.match(left[0], /\.cost_events\.3000\.native$/)
 
   // Proof the insert did happen before the crash (opened from this thread, then closed).
   const direct = ClickHouseBackend.open({ kind: 'embedded', dataDir: DATA })
@@ -86,7 +86,7 @@ t.test('killed between the insert and the spool removal: the replay is deduplica
   t.equal(p.stats().replayedBatches, 1)
   t.equal(p.stats().inserted, 3000, 'the batch was sent again')
   t.same(await counts(p, 'crash'), { n: 3000, u: 3000, hourly: 3000, usage: 3000 }, 'and stored once, rollups included')
-  t.same(readdirSync(SPOOL).filter((n) => n.endsWith('.tsv')), [])
+  t.same(readdirSync(SPOOL).filter((n) => n.endsWith('.native')), [])
   await p.close()
 })
 
@@ -98,7 +98,7 @@ t.test('kill -9 at a random moment while streaming: no duplicates, every durable
     if (n >= 6000) kill()
   })
   t.equal(r.signal, 'SIGKILL')
-  const spooled = readdirSync(SPOOL).filter((n) => n.endsWith('.tsv')).reduce((sum, n) => sum + Number(n.split('.')[2]), 0)
+  const spooled = readdirSync(SPOOL).filter((n) => n.endsWith('.native')).reduce((sum, n) => sum + Number(n.split('.')[2]), 0)
   const p = await CostPipeline.start({ backend: { kind: 'embedded', dataDir: DATA }, spoolDir: SPOOL, log: () => {} })
   await p.flush()
   const c = await counts(p, 'stream')

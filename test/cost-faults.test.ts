@@ -8,8 +8,7 @@ import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { CostPipeline } from '../src/cost/cost-pipeline.js'
-import type { CostEvent } from '../src/cost/cost-event.js'
-import { COST_EVENTS_HEADER } from '../src/cost/page-encoder.js'
+import { COST_EVENT_COLUMNS, type CostEvent } from '../src/cost/cost-event.js'
 import { uuidv7 } from '../src/cost/uuidv7.js'
 
 const DIR = mkdtempSync(join(tmpdir(), 'fairway-cost-faults-'))
@@ -70,22 +69,25 @@ t.test('a batch ClickHouse refuses for good is parked in dead/ and does not bloc
   const bad = uuidv7()
   const good = uuidv7()
   const bogus = uuidv7()
-  const cols = COST_EVENTS_HEADER.trim().split('\t').length
+  const torn = uuidv7()
+  const COST_EVENTS_HEADER = COST_EVENT_COLUMNS.join('\t') + '\n'
+  const cols = COST_EVENT_COLUMNS.length
   writeFileSync(join(SPOOL, `${bad}.cost_events.1.tsv`), COST_EVENTS_HEADER + ['not-a-uuid', ...Array<string>(cols - 1).fill('x')].join('\t') + '\n')
   const line = (id: string): string => `${id}\t1\tdead-good\tr\tm\t1\tv\tshared\tshared\tlight\tok\t200\t1\t1\t1\t1\t0.1\t0\t0\t0\t0.000001\tp\tc\tr\tn\n`
   writeFileSync(join(SPOOL, `${good}.cost_events.2.tsv`), COST_EVENTS_HEADER + line(uuidv7()) + line(uuidv7()))
   writeFileSync(join(SPOOL, `${bogus}.no_such_table.1.tsv`), 'a\n1\n')
+  writeFileSync(join(SPOOL, `${torn}.cost_events.5.native`), Buffer.from([25, 5, 8, ...Buffer.from('event_id'), 4, ...Buffer.from('UUID'), 1, 2, 3]))
   const logs: string[] = []
   const p = await CostPipeline.start({ backend: { kind: 'embedded', dataDir: DATA }, spoolDir: SPOOL, retryBaseMs: 20, log: (m) => { logs.push(m) } })
   t.teardown(() => p.close())
   await p.flush()
   const s = p.stats()
-  t.equal(s.replayedBatches, 3)
-  t.equal(s.deadLetterBatches, 2)
-  t.equal(s.deadLetterRows, 2)
+  t.equal(s.replayedBatches, 4)
+  t.equal(s.deadLetterBatches, 3)
+  t.equal(s.deadLetterRows, 7)
   t.equal(s.inserted, 2, 'the good batch behind the bad one went in')
-  t.same(readdirSync(join(SPOOL, 'dead')).sort(), [`${bad}.cost_events.1.tsv`, `${bogus}.no_such_table.1.tsv`].sort())
-  t.same(readdirSync(SPOOL).filter((n) => n.endsWith('.tsv')), [])
+  t.same(readdirSync(join(SPOOL, 'dead')).sort(), [`${bad}.cost_events.1.tsv`, `${bogus}.no_such_table.1.tsv`, `${torn}.cost_events.5.native`].sort())
+  t.same(readdirSync(SPOOL).filter((n) => n.endsWith('.tsv') || n.endsWith('.native')), [])
   t.equal((await counts(p, 'dead-good')).n, 2)
   t.match(logs.join('\n'), /REFUSED batch .* for good/)
   t.same(await counts(p, 'retry'), { n: 12_000, u: 12_000, hourly: 12_000, usage: 12_000 }, 'earlier data untouched')

@@ -78,8 +78,9 @@ t.teardown(async () => {
 t.test('schema migrations are recorded in order', async (t) => {
   t.same(await rows<{ version: number, name: string }>('SELECT version, name FROM schema_migrations FINAL ORDER BY version'), [
     { version: 1, name: 'cost_events' }, { version: 2, name: 'cost_hourly' }, { version: 3, name: 'usage_hourly_and_capacity_hours' },
+    { version: 4, name: 'cost_events_ordered_by_time' },
   ])
-  t.equal(p.stats().schemaVersion, 3)
+  t.equal(p.stats().schemaVersion, 4)
 })
 
 t.test('every emitted event is stored exactly once, field for field', async (t) => {
@@ -94,7 +95,7 @@ t.test('every emitted event is stored exactly once, field for field', async (t) 
   t.equal(s.inserted - before.inserted, 30_000, 'the sink acknowledged every event')
   t.equal(s.dropped, 0)
   t.equal(s.spooledBatches, 0, 'nothing left in the spool')
-  t.same(readdirSync(join(DIR, 'spool')).filter((n) => n.endsWith('.tsv')), [])
+  t.same(readdirSync(join(DIR, 'spool')).filter((n) => n.endsWith('.native')), [])
   const [agg] = await rows<{ n: number, u: number }>("SELECT count() AS n, uniqExact(event_id) AS u FROM cost_events WHERE startsWith(tenant_id, 'once-')")
   t.same(agg, { n: 30_000, u: 30_000 })
   const stored = new Set((await p.query("SELECT event_id FROM cost_events WHERE startsWith(tenant_id, 'once-')", 'TabSeparatedWithNames')).trim().split('\n').slice(1))

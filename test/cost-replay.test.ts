@@ -60,7 +60,7 @@ t.test('unreachable HTTP server: events stay in the spool, then replay into embe
   t.match(logs.join('\n'), /cannot create the cost schema: .*ECONNREFUSED.*safe in the spool/)
   await p.close({ timeoutMs: 200 })
   t.match(logs.at(-1), new RegExp(`closing with ${batches} batches \\(5000 events\\) still in .*fairway cost replay --spool`))
-  t.equal(readdirSync(spool).filter((n) => n.endsWith('.tsv')).length, batches, 'the spool survives close')
+  t.equal(readdirSync(spool).filter((n) => n.endsWith('.native')).length, batches, 'the spool survives close')
   const copy = join(DIR, 'spool-copy')
   cpSync(spool, copy, { recursive: true })
 
@@ -68,7 +68,7 @@ t.test('unreachable HTTP server: events stay in the spool, then replay into embe
   t.equal(await runCostReplay(['--spool', spool, '--data-dir', DATA], first), 0, first.stderr)
   t.match(first.stdout, new RegExp(`${batches} batches \\(5000 rows\\) -> embedded store`))
   t.match(first.stdout, new RegExp(`inserted 5000 rows in ${batches} batches.*0 batches left`))
-  t.same(readdirSync(spool).filter((n) => n.endsWith('.tsv')), [], 'replay empties the spool')
+  t.same(readdirSync(spool).filter((n) => n.endsWith('.native')), [], 'replay empties the spool')
 
   const again = io()
   t.equal(await runCostReplay(['--spool', copy, '--data-dir', DATA], again), 0, again.stderr)

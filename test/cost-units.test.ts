@@ -1,12 +1,14 @@
-// Cost pipeline parts that need no ClickHouse: the price table and formula,
-// UUIDv7, the ring -> page -> TSV path, the read-only rewrite, backoff, the
+// Cost pipeline parts that need no cost store: the price table and formula,
+// UUIDv7, the ring -> page -> Native block path (read back by ClickHouse's
+// own Native reader, stateless chdb), the read-only rewrite, backoff, the
 // spool's file protocol and capacity records.
 
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { encodeCapacity } from '../src/cost/capacity-record.js'
+import { query as chdbQuery } from 'chdb'
+import { encodeCapacity, tsvEscape } from '../src/cost/capacity-record.js'
 import { readonlySql, isPermanentInsertError } from '../src/cost/clickhouse-backend.js'
 import { backoffDelay } from '../src/cost/backoff.js'
 import { CostError } from '../src/cost/cost-error.js'
@@ -14,9 +16,10 @@ import { COST_EVENT_COLUMNS, type CostEvent } from '../src/cost/cost-event.js'
 import { dayRange } from '../src/cost/cost-queries.js'
 import type { PageMessage } from '../src/cost/event-page.js'
 import { EventRing } from '../src/cost/event-ring.js'
-import { COST_EVENTS_HEADER, PageEncoder, tsvEscape } from '../src/cost/page-encoder.js'
+import { NativeBatchEncoder } from '../src/cost/native-batch.js'
+import { readNativeColumns } from '../src/cost/native-format.js'
 import { checkPriceCoverage, costOf, poolCostPerHour, roundUsd, validatePriceTable, type PriceTable } from '../src/cost/pricing.js'
-import { Spool, listSpool, parseSpoolName, readSpoolHeader } from '../src/cost/spool.js'
+import { Spool, listSpool, parseSpoolName, readSpoolColumns } from '../src/cost/spool.js'
 import { isUuid, uuidv7, uuidv7Time } from '../src/cost/uuidv7.js'
 
 const RAW_PRICES = {
@@ -108,48 +111,58 @@ t.test('uuidv7: valid, version 7, time-ordered and unique', async (t) => {
   t.ok(Number.isNaN(uuidv7Time('not-a-uuid')))
 })
 
-t.test('ring pages carry events to TSV losslessly, with strings escaped and junk clamped', async (t) => {
+/** Encodes the pages as one batch, writes it as a Native file and has ClickHouse read it back, one object per row. */
+function roundTrip (t: Test, pages: PageMessage[], enc = new NativeBatchEncoder()): Array<Record<string, unknown>> {
+  const dir = mkdtempSync(join(tmpdir(), 'fairway-native-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  for (const p of pages) enc.add(p, 16)
+  const file = join(dir, 'batch.native')
+  writeFileSync(file, Buffer.concat(enc.finish()))
+  const out = chdbQuery(`SELECT * FROM file('${file}', 'Native') SETTINGS output_format_json_quote_64bit_integers = 0`, 'JSONEachRow')
+  return out.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>)
+}
+
+t.test('ring pages carry events into a Native block ClickHouse reads back exactly, junk clamped', async (t) => {
   const pages: PageMessage[] = []
   const ring = new EventRing(64, (m) => { pages.push(m) })
   t.equal(ring.pageCapacity, 16)
   t.equal(ring.capacity, 64)
   const weird = event(1, { tenant_id: 'tab\there', route: 'line\nbreak\\slash', region: 'zürich ☃', model_version: "it's" })
   const junk = event(2, { event_id: 'not-a-uuid', http_status: 99_999, queue_wait_ms: Number.NaN, inference_ms: Infinity, cost_estimate_usd: 5e6, rows: -3, node_id: '' })
+  const big = event(3, { cost_estimate_usd: -12_345.678901234567, ts_ms: -5 })
   t.ok(ring.push(weird, 'default-node'))
   t.ok(ring.push(junk, 'default-node'))
-  t.equal(ring.depth, 2)
+  t.ok(ring.push(big, 'default-node'))
+  t.equal(ring.depth, 3)
   ring.flushPage()
   t.equal(pages.length, 1)
-  const enc = new PageEncoder()
-  const lines = enc.encode(pages[0] as PageMessage).split('\n').filter((l) => l !== '')
-  t.equal(lines.length, 2)
-  const cols = COST_EVENTS_HEADER.trim().split('\t')
-  t.same(cols, [...COST_EVENT_COLUMNS])
-  const row = (l: string): Record<string, string> => Object.fromEntries(l.split('\t').map((v, i) => [cols[i], v]))
-  const a = row(lines[0] as string)
+  const enc = new NativeBatchEncoder()
+  const [a, b, c] = roundTrip(t, pages, enc) as [Record<string, unknown>, Record<string, unknown>, Record<string, unknown>]
+  t.same(Object.keys(a), [...COST_EVENT_COLUMNS], 'columns in COST_EVENT_COLUMNS order')
   t.equal(a.event_id, weird.event_id)
-  t.equal(a.tenant_id, 'tab\\there')
-  t.equal(a.route, 'line\\nbreak\\\\slash')
+  t.equal(a.tenant_id, 'tab\there')
+  t.equal(a.route, 'line\nbreak\\slash')
   t.equal(a.region, 'zürich ☃')
   t.equal(a.model_version, "it's")
-  t.equal(a.ts_ms, String(weird.ts_ms))
-  t.equal(a.fallback, '1')
-  t.equal(a.cache_hit, '0')
-  t.equal(a.cost_estimate_usd, '0.000003000000')
+  t.equal(a.ts_ms, weird.ts_ms)
+  t.equal(a.fallback, true)
+  t.equal(a.cache_hit, false)
+  t.equal(a.cost_estimate_usd, 0.000003)
   t.equal(a.node_id, 'node-a')
-  const b = row(lines[1] as string)
   t.ok(isUuid(b.event_id as string) && b.event_id !== 'not-a-uuid', 'a malformed id is replaced')
   t.equal(enc.invalidIds, 1)
-  t.equal(b.http_status, '0', 'http status out of UInt16 range')
-  t.equal(b.queue_wait_ms, '0')
-  t.equal(b.inference_ms, '0')
-  t.equal(b.cost_estimate_usd, '999999.000000000000', 'clamped into Decimal(18, 12)')
-  t.equal(b.rows, '0')
+  t.equal(b.http_status, 0, 'http status out of UInt16 range')
+  t.equal(b.queue_wait_ms, 0)
+  t.equal(b.inference_ms, 0)
+  t.equal(b.cost_estimate_usd, 999999, 'clamped into Decimal(18, 12)')
+  t.equal(b.rows, 0)
   t.equal(b.node_id, 'default-node', "the pipeline's node id fills an empty one")
+  t.equal(c.cost_estimate_usd, -12345.678901234567, 'past 2^53 micro-micro-dollars: exact 12-place decimal')
+  t.equal(c.ts_ms, -5, 'negative Int64')
   t.equal(tsvEscape('a\tb\nc\rd\\e\0f'), 'a\\tb\\nc\\rd\\\\e\\0f')
 })
 
-t.test('numbers are written without allocation-heavy paths yet parse back exactly', async (t) => {
+t.test('numbers survive the Native block exactly, across pages and column growth', async (t) => {
   const pages: PageMessage[] = []
   const ring = new EventRing(1 << 16, (m) => { pages.push(m) })
   const events: CostEvent[] = []
@@ -159,21 +172,19 @@ t.test('numbers are written without allocation-heavy paths yet parse back exactl
     const e = event(i, {
       ts_ms: Math.floor(rnd() * 4e12), queue_wait_ms: rnd() * 10 ** (rnd() * 8 - 4), inference_ms: i % 2 === 0 ? Math.floor(rnd() * 1e6) : rnd(),
       compute_seconds: rnd() * 1e-3, cost_estimate_usd: i % 5 === 0 ? -rnd() * 10 : rnd() * 10 ** (rnd() * 10 - 8),
-      http_status: Math.floor(rnd() * 600), rows: Math.floor(rnd() * 2 ** 32), batch_rows: i,
+      http_status: Math.floor(rnd() * 600), rows: Math.floor(rnd() * 2 ** 32), batch_rows: i, tenant_id: `t-${i % 300}`,
     })
     events.push(e)
     ring.push(e, 'n')
   }
   ring.flushPage()
-  const enc = new PageEncoder()
-  const text = pages.map((p) => enc.encode(p)).join('')
-  const cols = COST_EVENTS_HEADER.trim().split('\t')
-  const at = (name: string): number => cols.indexOf(name)
+  const rows = roundTrip(t, pages)
+  t.equal(rows.length, events.length)
   const bad: string[] = []
-  text.trim().split('\n').forEach((line, i) => {
-    const f = line.split('\t')
+  rows.forEach((f, i) => {
     const e = events[i] as CostEvent
-    const check = (name: string, want: number): void => { if (Number(f[at(name)]) !== want) bad.push(`${i} ${name}: ${f[at(name)] ?? ''} != ${want}`) }
+    const check = (name: string, want: unknown): void => { if (f[name] !== want) bad.push(`${i} ${name}: ${String(f[name])} != ${String(want)}`) }
+    check('event_id', e.event_id)
     check('ts_ms', e.ts_ms)
     check('queue_wait_ms', e.queue_wait_ms)
     check('inference_ms', e.inference_ms)
@@ -182,9 +193,9 @@ t.test('numbers are written without allocation-heavy paths yet parse back exactl
     check('http_status', e.http_status)
     check('rows', e.rows)
     check('batch_rows', e.batch_rows)
-    if (!/^-?\d+\.\d{12}$/.test(f[at('cost_estimate_usd')] ?? '')) bad.push(`${i} usd format ${f[at('cost_estimate_usd')] ?? ''}`)
+    check('tenant_id', e.tenant_id)
   })
-  t.same(bad.slice(0, 5), [], 'every number round-trips (cost at 12 decimals)')
+  t.same(bad.slice(0, 5), [], 'every value round-trips (cost at 12 decimals; 300 keys: UInt16 indexes)')
 })
 
 t.test('the ring is bounded by pages the sink has not returned, and reuses returned pages', async (t) => {
@@ -206,15 +217,17 @@ t.test('the ring is bounded by pages the sink has not returned, and reuses retur
 t.test('the dictionary restarts past DICT_MAX and says so on the next page', async (t) => {
   const pages: PageMessage[] = []
   const ring = new EventRing(4096, (m) => { pages.push(m) })
-  const enc = new PageEncoder()
-  let out = ''
+  const enc = new NativeBatchEncoder()
   for (let i = 0; i < 70_000; i++) {
     ring.push(event(i, { model_version: `v${i}` }), 'n')
-    for (const p of pages.splice(0)) { out = enc.encode(p); ring.release(p.buf, p.n) }
+    // The sink encodes each page as it comes (the ring reuses returned pages).
+    for (const p of pages.splice(0)) { enc.add(p, 16); ring.release(p.buf, p.n) }
   }
   ring.flushPage()
-  for (const p of pages.splice(0)) out = enc.encode(p)
-  t.match(out.trim().split('\n').at(-1), /\tv69999\t/, 'ids stay consistent across the reset')
+  const rows = roundTrip(t, pages, enc)
+  t.equal(rows.length, 70_000)
+  t.same(rows.filter((r, i) => r.model_version !== `v${i}`).slice(0, 3), [], 'ids stay consistent across the reset (UInt32 indexes past 65 536 keys)')
+  t.equal(rows.at(-1)?.tenant_id, 'tenant-0')
 })
 
 t.test('readonlySql appends readonly=1 to the statement or its SETTINGS list', async (t) => {
@@ -246,10 +259,24 @@ t.test('spool: atomic batch files, lock, replay list, lost tmp files, quarantine
   const s = await Spool.open(dir)
   t.same(s.found, [])
   const id = uuidv7()
-  const e = await s.write(id, 'cost_events', 2, Buffer.from(COST_EVENTS_HEADER + 'a\nb\n'))
-  t.same(parseSpoolName(`${id}.cost_events.2.tsv`), { id, table: 'cost_events', rows: 2 })
+  const e = await s.write(id, 'cost_events', 2, 'tsv', [Buffer.from(COST_EVENT_COLUMNS.join('\t') + '\n'), Buffer.from('a\nb\n')])
+  t.same(parseSpoolName(`${id}.cost_events.2.tsv`), { id, table: 'cost_events', rows: 2, format: 'tsv' })
+  t.same(parseSpoolName(`${id}.cost_events.2.native`), { id, table: 'cost_events', rows: 2, format: 'native' })
   t.equal(parseSpoolName('junk.tsv'), null)
-  t.same(await readSpoolHeader(e.path), [...COST_EVENT_COLUMNS])
+  t.equal(e.bytes, COST_EVENT_COLUMNS.join('\t').length + 5, 'the chunks, one after the other')
+  t.same(await readSpoolColumns(e), [...COST_EVENT_COLUMNS])
+  // A Native batch names its columns in the block header.
+  const pages: PageMessage[] = []
+  const ring = new EventRing(64, (m) => { pages.push(m) })
+  ring.push(event(1), 'n')
+  ring.flushPage()
+  const enc = new NativeBatchEncoder()
+  enc.add(pages[0] as PageMessage, 1)
+  const id2 = uuidv7()
+  const n = await s.write(id2, 'cost_events', 1, 'native', enc.finish())
+  t.same(await readSpoolColumns(n), [...COST_EVENT_COLUMNS])
+  t.same((await readNativeColumns(n.path)).slice(0, 3), [{ name: 'event_id', type: 'UUID' }, { name: 'ts_ms', type: 'Int64' }, { name: 'tenant_id', type: 'LowCardinality(String)' }])
+  await s.remove(n)
   t.same(readdirSync(dir).filter((n) => n.endsWith('.tmp')), [], 'no temp file after a write')
   // A second owner in another (live) process is refused; our own pid is taken over.
   writeFileSync(join(dir, '.lock'), `${process.ppid}\n${hostname()}\n`)

@@ -4,7 +4,6 @@
 // give every hour of every pool's cost to someone: attributed + idle = cost.
 
 import { CostError } from './cost-error.js'
-import { tsvEscape } from './page-encoder.js'
 
 export interface CapacityRecord {
   /** Any time inside the hour (ms); truncated to the hour, UTC. */
@@ -20,6 +19,16 @@ export interface CapacityRecord {
 }
 
 const HOUR_MS = 3_600_000
+
+const TSV_SPECIAL = /[\t\n\r\\\0]/
+const TSV_SPECIAL_G = /[\t\n\r\\\0]/g
+const TSV_ESCAPES: Record<string, string> = { '\t': '\\t', '\n': '\\n', '\r': '\\r', '\\': '\\\\', '\0': '\\0' }
+
+/** A string as a TabSeparated field (capacity batches are spooled as TSV). */
+export function tsvEscape (s: string): string {
+  return TSV_SPECIAL.test(s) ? s.replace(TSV_SPECIAL_G, (c) => TSV_ESCAPES[c] ?? c) : s
+}
+
 let lastRecordedAt = 0
 
 function hourText (ms: number): string {

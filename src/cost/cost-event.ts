@@ -44,7 +44,7 @@ export const STRING_FIELDS = [
   'model_class', 'status', 'price_version', 'cost_center', 'region', 'node_id',
 ] as const satisfies ReadonlyArray<keyof CostEvent>
 
-/** Column order of a spooled cost_events batch (TabSeparatedWithNames header). */
+/** Column order of a spooled cost_events batch (the Native block's columns). */
 export const COST_EVENT_COLUMNS = [
   'event_id', 'ts_ms', 'tenant_id', 'route', 'model_id', 'model_version', 'variant', 'tier',
   'service_class', 'model_class', 'status', 'http_status', 'queue_wait_ms', 'inference_ms',

@@ -1,5 +1,5 @@
 // The cost sink: runs on its own worker thread and is the only code that
-// touches ClickHouse. It turns ring pages into TSV, cuts batches by size
+// touches ClickHouse. It gathers ring pages into a Native block, cuts batches by size
 // (batchRows) or age (flushMs), writes each batch to the spool (fsync)
 // BEFORE offering it to ClickHouse, inserts batches one at a time in order
 // with the batch id as deduplication token, and deletes a spool file only
@@ -15,10 +15,10 @@ import { CostError, errorText } from './cost-error.js'
 import { ClickHouseBackend, isPermanentInsertError } from './clickhouse-backend.js'
 import { backoffDelay, Sleeper } from './backoff.js'
 import type { PageMessage } from './event-page.js'
-import { ByteWriter, COST_EVENTS_HEADER, PageEncoder } from './page-encoder.js'
+import { NativeBatchEncoder } from './native-batch.js'
 import { CAPACITY_COLUMNS } from './schema.js'
 import { C, Counters, type CloseResult, type FromSink, type SinkInit, type ToSink } from './sink-protocol.js'
-import { Spool, type SpoolEntry } from './spool.js'
+import { Spool, type SpoolEntry, type SpoolFormat } from './spool.js'
 import { uuidv7 } from './uuidv7.js'
 
 const MAX_SPOOL_BACKLOG = 4
@@ -34,11 +34,9 @@ export class CostSink {
   private readonly c: Counters
   private backend: ClickHouseBackend | null = null
   private spool: Spool | null = null
-  private readonly encoder = new PageEncoder()
-  /** The cost_events batch being filled (TSV bytes, header first). */
-  private current: ByteWriter | null = null
-  private partRows = 0
-  private lastBatchBytes = 64 << 10
+  /** The cost_events batch being filled. */
+  private readonly encoder = new NativeBatchEncoder()
+  private lastBatchRows = 1024
   private cutTimer: NodeJS.Timeout | null = null
   /** Sequence number of the last batch cut (replayed batches first). */
   private seq = 0
@@ -104,7 +102,7 @@ export class CostSink {
         else this.takePage(m)
         return
       case 'capacity':
-        this.reply(m.id, this.batch('capacity_hours', Buffer.from(CAPACITY_HEADER + m.data, 'utf8'), m.rows).then((ok) => {
+        this.reply(m.id, this.batch('capacity_hours', 'tsv', [Buffer.from(CAPACITY_HEADER + m.data, 'utf8')], m.rows).then((ok) => {
           if (!ok) throw new CostError('FW_ERR_COST_SPOOL_IO', this.init.spoolDir, 'capacity records not spooled (spool full or unwritable)')
           return null
         }))
@@ -131,19 +129,13 @@ export class CostSink {
   }
 
   private takePage (m: PageMessage): void {
-    let w = this.current
-    if (w === null) {
-      // Sized like the previous batch: no regrowth under steady load, a few
-      // kB when quiet; doubles if it fills.
-      w = this.current = new ByteWriter(Math.min(64 << 20, Math.ceil(this.lastBatchBytes * 1.1)))
-      w.ascii(COST_EVENTS_HEADER)
-    }
-    this.encoder.encodeInto(m, w)
+    // A new batch is sized like the previous one (+10%): no regrowth under
+    // steady load, little memory when quiet.
+    this.encoder.add(m, Math.ceil(this.lastBatchRows * 1.1))
     this.c.set(C.INVALID_IDS, this.encoder.invalidIds)
     this.c.add(C.RECEIVED_ROWS, m.n)
     this.post({ t: 'page', buf: m.buf, n: m.n }, [m.buf])
-    this.partRows += m.n
-    if (this.partRows >= this.init.batchRows) this.cut()
+    if (this.encoder.rows >= this.init.batchRows) this.cut()
     else if (this.cutTimer === null) this.cutTimer = setTimeout(() => { this.cutTimer = null; this.cut() }, this.init.flushMs)
   }
 
@@ -153,35 +145,32 @@ export class CostSink {
 
   private cut (): void {
     if (this.cutTimer !== null) { clearTimeout(this.cutTimer); this.cutTimer = null }
-    const w = this.current
-    if (w === null || this.partRows === 0) return
-    const rows = this.partRows
-    this.current = null
-    this.partRows = 0
-    this.lastBatchBytes = w.pos
-    void this.batch('cost_events', w.buf.subarray(0, w.pos), rows)
+    const rows = this.encoder.rows
+    if (rows === 0) return
+    this.lastBatchRows = rows
+    void this.batch('cost_events', 'native', this.encoder.finish(), rows)
   }
 
   /** Queues a batch for the spool; resolves true once it is on disk, false if it was dropped. */
-  private batch (table: string, data: Buffer, rows: number): Promise<boolean> {
+  private batch (table: string, format: SpoolFormat, chunks: Buffer[], rows: number): Promise<boolean> {
     const seq = ++this.seq
     this.pending.push(seq)
     this.backlog++
-    const p = this.spoolChain.then(() => this.spoolOne(seq, table, data, rows))
+    const p = this.spoolChain.then(() => this.spoolOne(seq, table, format, chunks, rows))
     this.spoolChain = p.catch(() => {})
     return p
   }
 
-  private async spoolOne (seq: number, table: string, data: Buffer, rows: number): Promise<boolean> {
+  private async spoolOne (seq: number, table: string, format: SpoolFormat, chunks: Buffer[], rows: number): Promise<boolean> {
     const spool = this.spool as Spool
     try {
-      if (this.c.get(C.SPOOLED_BYTES) + data.length > this.init.spoolMaxBytes) {
+      if (this.c.get(C.SPOOLED_BYTES) + chunks.reduce((sum, b) => sum + b.length, 0) > this.init.spoolMaxBytes) {
         this.drop(seq, rows, 'spool-full', `spool ${spool.dir} is at its cap of ${this.init.spoolMaxBytes} bytes with ${this.queue.length} batches waiting for ClickHouse`)
         return false
       }
       let entry: SpoolEntry
       try {
-        entry = await spool.write(uuidv7(), table, rows, data)
+        entry = await spool.write(uuidv7(), table, rows, format, chunks)
       } catch (err) {
         this.drop(seq, rows, 'spool-io', `cannot write the spool: ${errorText(err)}`)
         return false

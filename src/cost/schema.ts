@@ -59,10 +59,19 @@ export const TABLE_COLUMNS: Readonly<Record<string, Readonly<Record<string, stri
 
 export const CAPACITY_COLUMNS = ['hour', 'node_id', 'pool', 'capacity_seconds', 'node_cost_usd', 'recorded_at_ms'] as const
 
+/** A step that is not idempotent by itself: it runs only while `onlyIf` (a SELECT of one number) returns non-zero. */
+export interface GuardedStatement {
+  readonly sql: string
+  readonly onlyIf: string
+}
+
+export type MigrationStatement = string | GuardedStatement
+
 export interface Migration {
   readonly version: number
   readonly name: string
-  statements (db: string): string[]
+  /** `db`: the quoted database name, for SQL; `dbName`: the same name as a value (system tables). */
+  statements (db: string, dbName: string): MigrationStatement[]
 }
 
 export function quoteIdent (name: string): string {
@@ -79,22 +88,39 @@ function columns (table: string): string {
   return Object.entries(TABLE_COLUMNS[table] ?? {}).map(([n, t]) => `${n} ${t}`).join(',\n  ')
 }
 
+/** A ClickHouse string literal. */
+export function quoteLiteral (s: string): string {
+  return "'" + s.replace(/\\/g, '\\\\').replace(/'/g, "\\'") + "'"
+}
+
+// ReplacingMergeTree with event_id last in the key: a second copy of an
+// event that slipped past block deduplication (e.g. re-emitted by a caller)
+// still collapses at merge time / with FINAL. Rollups count what was inserted,
+// which is why batch-level deduplication is the primary guarantee.
+function costEventsTable (db: string, table: string, orderBy: string): string {
+  return `CREATE TABLE IF NOT EXISTS ${db}.${table} (
+  ${columns('cost_events').replace('ts_ms Int64,', "ts_ms Int64,\n  ts DateTime64(3, 'UTC') DEFAULT fromUnixTimestamp64Milli(ts_ms),")}
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(ts)
+ORDER BY ${orderBy}
+SETTINGS ${dedup}`
+}
+
+/**
+ * cost_events' sorting key since migration 4. Time before event_id because
+ * ClickHouse orders UUIDs by their second half — the random bits of a
+ * UUIDv7 — so under the old key (tenant_id, toStartOfHour(ts), event_id)
+ * every batch interleaved row by row with every other batch of the hour and
+ * merges cost ~2.2 µs per row; ordered by time, batches stay in long runs
+ * (~0.7 µs per row merged, and a third less disk, measured).
+ */
+export const COST_EVENTS_KEY = 'tenant_id, ts, event_id'
+
 export const MIGRATIONS: readonly Migration[] = [
   {
     version: 1,
     name: 'cost_events',
-    statements: (db) => [
-      // ReplacingMergeTree keyed on event_id: a second copy of an event that
-      // slipped past block deduplication (e.g. re-emitted by a caller) still
-      // collapses at merge time / with FINAL. Rollups count what was inserted,
-      // which is why batch-level deduplication is the primary guarantee.
-      `CREATE TABLE IF NOT EXISTS ${db}.cost_events (
-  ${columns('cost_events').replace('ts_ms Int64,', "ts_ms Int64,\n  ts DateTime64(3, 'UTC') DEFAULT fromUnixTimestamp64Milli(ts_ms),")}
-) ENGINE = ReplacingMergeTree
-PARTITION BY toYYYYMM(ts)
-ORDER BY (tenant_id, toStartOfHour(ts), event_id)
-SETTINGS ${dedup}`,
-    ],
+    statements: (db) => [costEventsTable(db, 'cost_events', '(tenant_id, toStartOfHour(ts), event_id)')],
   },
   {
     version: 2,
@@ -173,6 +199,31 @@ PARTITION BY toYYYYMM(hour)
 ORDER BY (hour, node_id, pool)
 SETTINGS ${dedup}`,
     ],
+  },
+  {
+    version: 4,
+    name: 'cost_events_ordered_by_time',
+    // A sorting key cannot be changed in place: build the table anew, copy,
+    // and swap (EXCHANGE is atomic; the views follow the name, so they read
+    // the new table). Safe to rerun from any point: until the swap, a rerun
+    // empties the copy and starts over; after it, only the drop is left.
+    // The copy takes ~1 s per million rows here; during it other nodes must
+    // not insert into the same server (their rows would stay in the old
+    // table). The new table starts an empty deduplication window: a batch
+    // acknowledged before the upgrade and replayed after it is stored twice
+    // in cost_events (same key, so merges and FINAL collapse it); the
+    // rollups' own windows still recognise it.
+    statements: (db, dbName) => {
+      const oldKey = `SELECT count() FROM system.tables WHERE database = ${quoteLiteral(dbName)} AND name = 'cost_events' AND sorting_key != ${quoteLiteral(COST_EVENTS_KEY)}`
+      const cols = ['event_id', 'ts_ms', 'ts', ...Object.keys(TABLE_COLUMNS.cost_events ?? {}).slice(2)].join(', ')
+      return [
+        costEventsTable(db, 'cost_events_rekey', `(${COST_EVENTS_KEY})`),
+        { sql: `TRUNCATE TABLE ${db}.cost_events_rekey`, onlyIf: oldKey },
+        { sql: `INSERT INTO ${db}.cost_events_rekey (${cols}) SELECT ${cols} FROM ${db}.cost_events`, onlyIf: oldKey },
+        { sql: `EXCHANGE TABLES ${db}.cost_events AND ${db}.cost_events_rekey`, onlyIf: oldKey },
+        `DROP TABLE IF EXISTS ${db}.cost_events_rekey`,
+      ]
+    },
   },
 ]
 

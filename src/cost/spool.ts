@@ -5,11 +5,13 @@
 // always holds a complete batch; a `.tmp` found at start is a batch the
 // process died writing (it never reached ClickHouse) and is counted as lost.
 //
-// File name: `<batch id>.<table>.<rows>.tsv` — the batch id is a UUIDv7, so
-// names sort in the order batches were cut, and it is also the insert's
-// deduplication token. Content: TabSeparatedWithNames (header = columns), so
-// an operator can read a spool with `head`, and a spool written by an older
-// version still names its columns.
+// File name: `<batch id>.<table>.<rows>.<format>` — the batch id is a
+// UUIDv7, so names sort in the order batches were cut, and it is also the
+// insert's deduplication token. Content, by extension: `.native` is one
+// ClickHouse Native block (cost events: the exact bytes the insert sends;
+// names and types of the columns lead the block), `.tsv` is
+// TabSeparatedWithNames (capacity records, and event batches spooled by
+// versions before the Native spool; both kinds replay).
 //
 // Cost per batch: one write + two fsyncs (~9 ms for 3 MB on this machine's
 // ext4), amortised over batchRows events.
@@ -18,23 +20,28 @@ import { hostname } from 'node:os'
 import { basename, join } from 'node:path'
 import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises'
 import { CostError, errorText } from './cost-error.js'
+import { readNativeColumns } from './native-format.js'
+
+/** `native`: one ClickHouse Native block; `tsv`: TabSeparatedWithNames. */
+export type SpoolFormat = 'native' | 'tsv'
 
 export interface SpoolEntry {
   readonly id: string
   readonly table: string
   readonly rows: number
+  readonly format: SpoolFormat
   readonly bytes: number
   readonly path: string
 }
 
-const NAME = /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.([a-z_][a-z0-9_]*)\.(\d+)\.tsv$/
+const NAME = /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.([a-z_][a-z0-9_]*)\.(\d+)\.(native|tsv)$/
 const LOCK = '.lock'
 export const DEAD_DIR = 'dead'
 
-export function parseSpoolName (name: string): { id: string, table: string, rows: number } | null {
+export function parseSpoolName (name: string): { id: string, table: string, rows: number, format: SpoolFormat } | null {
   const m = NAME.exec(name)
   if (m === null) return null
-  return { id: m[1] as string, table: m[2] as string, rows: Number(m[3]) }
+  return { id: m[1] as string, table: m[2] as string, rows: Number(m[3]), format: m[4] as SpoolFormat }
 }
 
 /** Batches in a spool directory, oldest first (no lock taken: for reports). */
@@ -55,8 +62,10 @@ export async function listSpool (dir: string): Promise<SpoolEntry[]> {
   return out
 }
 
-/** The column names in a spool file's header line. */
-export async function readSpoolHeader (path: string): Promise<string[]> {
+/** The column names a spool file holds, from its header (TSV: first line; Native: the block's column names). */
+export async function readSpoolColumns (e: SpoolEntry): Promise<string[]> {
+  if (e.format === 'native') return (await readNativeColumns(e.path)).map((c) => c.name)
+  const path = e.path
   const fh = await open(path, 'r').catch((err: unknown) => { throw new CostError('FW_ERR_COST_SPOOL_CORRUPT', path, errorText(err)) })
   try {
     const buf = Buffer.alloc(4096)
@@ -117,14 +126,23 @@ export class Spool {
     return new Spool(dir, await listSpool(dir), lostRows)
   }
 
-  async write (id: string, table: string, rows: number, data: Buffer): Promise<SpoolEntry> {
-    const name = `${id}.${table}.${rows}.tsv`
+  /** Writes the chunks, in order, as one batch file (writev: the chunks are not joined in memory). */
+  async write (id: string, table: string, rows: number, format: SpoolFormat, chunks: readonly Buffer[]): Promise<SpoolEntry> {
+    const name = `${id}.${table}.${rows}.${format}`
     const path = join(this.dir, name)
     const tmp = path + '.tmp'
+    let bytes = 0
     try {
       const fh = await open(tmp, 'w')
       try {
-        await fh.writeFile(data)
+        // writev takes at most IOV_MAX (1024) buffers per call.
+        for (let i = 0; i < chunks.length; i += 1024) {
+          const part = chunks.slice(i, i + 1024)
+          const want = part.reduce((sum, b) => sum + b.length, 0)
+          const { bytesWritten } = await fh.writev(part)
+          if (bytesWritten !== want) throw new Error(`short write (${bytesWritten} of ${want} bytes)`)
+          bytes += want
+        }
         await fh.sync()
       } finally {
         await fh.close()
@@ -135,7 +153,7 @@ export class Spool {
       await unlink(tmp).catch(() => {})
       throw new CostError('FW_ERR_COST_SPOOL_IO', this.dir, errorText(err))
     }
-    return { id, table, rows, bytes: data.length, path }
+    return { id, table, rows, format, bytes, path }
   }
 
   /** After the insert was acknowledged. No fsync: if the unlink is lost in a crash, the replay is deduplicated. */
