@@ -27,7 +27,8 @@ import { parseArgs } from 'node:util'
 import { renderTable, runLoad, type LoadResult, type Scenario } from './loadgen.js'
 
 const USAGE = `usage: node dist/perf/overhead.js [options]
-  --servers LIST        comma-separated, from bare,naive,fairway (default: all three)
+  --servers LIST        comma-separated, from bare,naive,fairway,fairway-ws (default: bare,naive,fairway;
+                        fairway-ws = fairway over WebSocket + MessagePack)
   --fixed-rate N        req/s for the CPU and latency measurement (default 2000)
   --fixed-duration S    measured seconds at the fixed rate (default 10)
   --step-duration S     measured seconds per saturation step (default 3)
@@ -43,14 +44,21 @@ const USAGE = `usage: node dist/perf/overhead.js [options]
   --fairway-config FILE config for fairway (default: its demo platform)
   --key KEY             fairway API key (default acme's demo key)
   --raise-tenant-limits run fairway on a copy of its config with every tenant's ratePerSecond and
-                        burst raised to 1e6 (perf/out/fairway-raised-limits.json), so the sweep finds
+                        burst raised to 1e6 and concurrency and queueDepth to at least 4096
+                        (perf/out/fairway-raised-limits.json), so the sweep finds
                         the server's ceiling rather than the tenant's rate limit
   --long                fixed 30 s, steps 8 s, refine 3
   --results FILE        append the summary here (default perf/RESULTS.md)
   --no-results          do not write RESULTS.md
   --json FILE           full results (default perf/out/overhead-<time>.json)`
 
-type ServerName = 'bare' | 'naive' | 'fairway'
+type ServerName = 'bare' | 'naive' | 'fairway' | 'fairway-ws'
+const SERVER_NAMES: readonly ServerName[] = ['bare', 'naive', 'fairway', 'fairway-ws']
+
+/** How the load reaches a server: fairway-ws is fairway over WebSocket + MessagePack. */
+interface Transport { protocol: 'http' | 'websocket', encoding: 'json' | 'msgpack' }
+const isFairway = (name: ServerName): boolean => name === 'fairway' || name === 'fairway-ws'
+const transportOf = (name: ServerName): Transport => name === 'fairway-ws' ? { protocol: 'websocket', encoding: 'msgpack' } : { protocol: 'http', encoding: 'json' }
 
 interface Step {
   rate: number
@@ -158,7 +166,7 @@ interface Running {
 
 async function startServer (name: ServerName, fairwayConfig: string | undefined): Promise<Running> {
   const node = [...process.execArgv]
-  const args = name === 'fairway'
+  const args = isFairway(name)
     ? [join(ROOT, 'bin', 'fairway.js'), 'start', '--port', '0', ...(fairwayConfig === undefined ? [] : ['--config', fairwayConfig])]
     : [join(dirname(fileURLToPath(import.meta.url)), 'baselines', `${name}-server${EXT}`), '--port', '0', MODEL]
   const child = spawn(process.execPath, [...node, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
@@ -222,7 +230,7 @@ interface Knobs {
   retries: number
 }
 
-function scenarioFor (url: string, key: string | undefined, rate: number, durationS: number, warmupS: number, k: Knobs): Scenario {
+function scenarioFor (url: string, key: string | undefined, rate: number, durationS: number, warmupS: number, k: Knobs, t: Transport): Scenario {
   return {
     target: url,
     duration_s: durationS,
@@ -231,7 +239,7 @@ function scenarioFor (url: string, key: string | undefined, rate: number, durati
     connections: k.connections,
     timeout_ms: 5000,
     seed: 1,
-    flows: [{ name: 'tiny', ...(key === undefined ? {} : { key }), model: 'tiny-classifier', rows: 1, rate, arrival: 'constant', protocol: 'http', encoding: 'json' }],
+    flows: [{ name: 'tiny', ...(key === undefined ? {} : { key }), model: 'tiny-classifier', rows: 1, rate, arrival: 'constant', ...t }],
   }
 }
 
@@ -305,8 +313,8 @@ async function measureQuietly (what: string, pid: number, scenario: Scenario, k:
   }
 }
 
-async function runStep (pid: number, url: string, key: string | undefined, rate: number, k: Knobs): Promise<Step> {
-  const m = await measureQuietly(`step ${rate}/s`, pid, scenarioFor(url, key, rate, k.stepDuration, k.stepWarmup, k), k)
+async function runStep (pid: number, url: string, key: string | undefined, rate: number, k: Knobs, transport: Transport): Promise<Step> {
+  const m = await measureQuietly(`step ${rate}/s`, pid, scenarioFor(url, key, rate, k.stepDuration, k.stepWarmup, k, transport), k)
   const t = m.result.total
   const p99 = t.latency_us.p99 / 1000
   const why: string[] = []
@@ -334,13 +342,13 @@ async function runStep (pid: number, url: string, key: string | undefined, rate:
   return step
 }
 
-async function saturation (pid: number, url: string, key: string | undefined, k: Knobs): Promise<Step[]> {
+async function saturation (pid: number, url: string, key: string | undefined, k: Knobs, transport: Transport): Promise<Step[]> {
   const steps: Step[] = []
   let pass = 0
   let fail = 0
   let rate = k.sweepStart
   for (;;) {
-    const s = await runStep(pid, url, key, rate, k)
+    const s = await runStep(pid, url, key, rate, k, transport)
     steps.push(s)
     if (s.pass) {
       pass = rate
@@ -355,7 +363,7 @@ async function saturation (pid: number, url: string, key: string | undefined, k:
   for (let i = 0; i < k.refine && pass > 0 && fail > pass; i++) {
     const mid = Math.round((pass + fail) / 2 / 50) * 50
     if (mid <= pass || mid >= fail) break
-    const s = await runStep(pid, url, key, mid, k)
+    const s = await runStep(pid, url, key, mid, k, transport)
     steps.push(s)
     if (s.pass) pass = mid
     else fail = mid
@@ -367,7 +375,7 @@ async function benchServer (name: ServerName, k: Knobs, fairwayConfig: string | 
   process.stderr.write(`\n${name}: starting\n`)
   const srv = await startServer(name, fairwayConfig)
   try {
-    const k2 = name === 'fairway' ? key : undefined
+    const k2 = isFairway(name) ? key : undefined
     await smokeTest(name, srv.url, k2)
     // Idle CPU: what the server burns doing nothing (timers, pollers).
     const i0 = cpuMs(srv.pid)
@@ -377,7 +385,7 @@ async function benchServer (name: ServerName, k: Knobs, fairwayConfig: string | 
 
     // (b) and (c) first, on a warm but never-overloaded server.
     process.stderr.write(`${name}: fixed ${k.fixedRate} req/s for ${k.fixedDuration} s (after ${k.fixedWarmup} s warmup)\n`)
-    const m = await measureQuietly('fixed rate', srv.pid, scenarioFor(srv.url, k2, k.fixedRate, k.fixedDuration, k.fixedWarmup, k), k)
+    const m = await measureQuietly('fixed rate', srv.pid, scenarioFor(srv.url, k2, k.fixedRate, k.fixedDuration, k.fixedWarmup, k, transportOf(name)), k)
     const t = m.result.total
     const fixed = {
       rate: k.fixedRate,
@@ -402,7 +410,7 @@ async function benchServer (name: ServerName, k: Knobs, fairwayConfig: string | 
 
     // (a)
     process.stderr.write(`${name}: saturation sweep (open loop, ${k.stepWarmup}+${k.stepDuration} s per step, pass = >=99% 2xx and p99 <= ${k.p99Ms} ms)\n`)
-    const steps = await saturation(srv.pid, srv.url, k2, k)
+    const steps = await saturation(srv.pid, srv.url, k2, k, transportOf(name))
     const passing = steps.filter((s) => s.pass)
     const sat = passing.length === 0 ? 0 : Math.max(...passing.map((s) => s.rate))
     // Did the steps above the saturation rate fail on the tenant's rate limit (policy), not capacity?
@@ -412,7 +420,7 @@ async function benchServer (name: ServerName, k: Knobs, fairwayConfig: string | 
     const raised = fairwayConfig !== undefined && fairwayConfig.endsWith('fairway-raised-limits.json')
     return {
       server: name,
-      label: name === 'bare' ? 'bare (baseline)' : name === 'fairway' && raised ? 'fairway (tenant rate limits raised)' : name,
+      label: name === 'bare' ? 'bare (baseline)' : `${name === 'fairway-ws' ? 'fairway WebSocket+MessagePack' : name}${isFairway(name) && raised ? ' (tenant rate limits raised)' : ''}`,
       capped_by: capped ? 'tenant rate limit (429 FW_ERR_ADMISSION_TENANT_RATE)' : null,
       saturation_noisy: above.some((s) => s.noisy),
       pid: srv.pid,
@@ -436,6 +444,9 @@ function raisedLimitsConfig (file: string): string {
     if (t.limits === undefined) continue
     t.limits.ratePerSecond = 1_000_000
     t.limits.burst = 1_000_000
+    // WebSocket clients keep more in flight than HTTP's one per connection.
+    t.limits.concurrency = Math.max(t.limits.concurrency ?? 0, 4096)
+    t.limits.queueDepth = Math.max(t.limits.queueDepth ?? 0, 4096)
   }
   const out = join(ROOT, 'perf', 'out', 'fairway-raised-limits.json')
   mkdirSync(dirname(out), { recursive: true })
@@ -457,11 +468,12 @@ function ratio (x: number, base: number | undefined): string {
 
 function tableRows (results: ServerResult[]): { headers: string[], rows: string[][] } {
   const bare = results.find((r) => r.server === 'bare')
-  const headers = ['server', 'saturation req/s', 'vs bare', 'peak 2xx/s', 'CPU us/req', 'vs bare', 'p50 ms', 'p99 ms', 'p99.9 ms', 'svc p50 ms', 'svc p99 ms', 'gen lag p99 ms', 'gen CPU us/req', 'idle CPU ms/s', 'other cores']
+  const naive = results.find((r) => r.server === 'naive')
+  const headers = ['server', 'saturation req/s', 'vs bare', 'peak 2xx/s', 'CPU us/req', 'vs bare', 'vs naive', 'p50 ms', 'p99 ms', 'p99.9 ms', 'svc p50 ms', 'svc p99 ms', 'gen lag p99 ms', 'gen CPU us/req', 'idle CPU ms/s', 'other cores']
   const rows = results.map((r) => [
     r.fixed.noisy ? `${r.label} (noisy)` : r.label,
     `${r.saturation_rate}${r.capped_by === null ? '' : ' (tenant rate cap)'}${r.saturation_noisy ? ' (noisy)' : ''}`, ratio(r.saturation_rate, bare?.saturation_rate), r.peak_ok_rate.toFixed(0),
-    f1(r.fixed.cpu_us_per_request), ratio(r.fixed.cpu_us_per_request, bare?.fixed.cpu_us_per_request),
+    f1(r.fixed.cpu_us_per_request), ratio(r.fixed.cpu_us_per_request, bare?.fixed.cpu_us_per_request), ratio(r.fixed.cpu_us_per_request, naive?.fixed.cpu_us_per_request),
     f2(r.fixed.p50_ms), f2(r.fixed.p99_ms), f2(r.fixed.p999_ms), f2(r.fixed.service_p50_ms), f2(r.fixed.service_p99_ms),
     f2(r.fixed.send_lag_p99_ms), f1(r.fixed.generator_cpu_us_per_request), f1(r.idle_cpu_ms_per_s), f2(r.fixed.other_cores),
   ])
@@ -534,7 +546,7 @@ async function main (): Promise<number> {
     retries: values.retries === '0' ? 0 : num(values.retries, 1),
   }
   const servers = values.servers.split(',').map((s) => s.trim()) as ServerName[]
-  for (const s of servers) if (!['bare', 'naive', 'fairway'].includes(s)) throw new Error(`unknown server ${s}\n${USAGE}`)
+  for (const s of servers) if (!SERVER_NAMES.includes(s)) throw new Error(`unknown server ${s}\n${USAGE}`)
   if (!existsSync(MODEL)) throw new Error(`${MODEL} is missing: run npm run build`)
   let fairwayConfig = values['fairway-config'] === undefined ? undefined : resolve(values['fairway-config'])
   if (values['raise-tenant-limits']) fairwayConfig = raisedLimitsConfig(fairwayConfig ?? join(ROOT, 'config', 'demo-platform.json'))
@@ -551,7 +563,7 @@ async function main (): Promise<number> {
   const setup = [
     `machine: ${machine()}; Node ${process.version}; ${started.toISOString()}; took ${elapsed.toFixed(0)} s`,
     `command: ${command}`,
-    `load: POST /v2/models/tiny-classifier/infer, 1 row, JSON, constant-rate open loop from ${k.threads} generator thread(s) x ${k.connections} connections on the same machine${servers.includes('fairway') ? `; fairway tenant key ${key === DEMO_KEY ? 'acme (demo)' : '(custom)'}, config ${fairwayConfig ?? 'demo platform'}` : ''}`,
+    `load: POST /v2/models/tiny-classifier/infer, 1 row, JSON, constant-rate open loop from ${k.threads} generator thread(s) x ${k.connections} connections on the same machine (fairway-ws: WebSocket + MessagePack, 4 connections per thread)${servers.some(isFairway) ? `; fairway tenant key ${key === DEMO_KEY ? 'acme (demo)' : '(custom)'}, config ${fairwayConfig ?? 'demo platform'}` : ''}`,
     `fixed rate: ${k.fixedRate} req/s, ${k.fixedDuration} s after ${k.fixedWarmup} s warmup; latency from intended send time; CPU = server utime+stime (/proc/<pid>/stat, all threads) / responses`,
     `saturation: steps from ${k.sweepStart} req/s x${k.sweepFactor}, ${k.refine} bisection step(s), ${k.stepWarmup}+${k.stepDuration} s each; pass = >=99% of intended requests 2xx and p99 <= ${k.p99Ms} ms`,
     `noise guard: a measurement during which other processes used > ${k.maxNoise} cores is repeated (up to ${k.retries} times) after the machine quietens`,
