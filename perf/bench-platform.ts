@@ -3,7 +3,8 @@
 // start and stop a real fairway on it as a child process.
 
 import { spawn, type ChildProcess } from 'node:child_process'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { hashApiKey } from '../src/control-plane/api-keys.js'
 import { packageRoot } from '../src/runtime/affinity.js'
 
@@ -61,18 +62,38 @@ export function platform (gatewayCpus: number[] | undefined, costEvents: boolean
 
 export interface Server { proc: ChildProcess, url: string }
 
-export async function startFairway (configFile: string, extra: string[] = []): Promise<Server> {
-  const proc = spawn(process.execPath, [join(ROOT, 'bin', 'fairway.js'), 'start', '--config', configFile, '--port', '0', ...extra], { stdio: ['ignore', 'pipe', 'inherit'] })
-  let out = ''
+/** The tiny model the baselines serve (the demo's tiny-classifier v1). */
+export const BASELINE_MODEL = join(ROOT, 'models', 'tiny-classifier', '1', 'model.onnx')
+
+/**
+ * Starts a server script as a child process and resolves with its URL once
+ * it prints `listening on http://...`; rejects with what it printed if it
+ * exits first or stays silent for 60 s.
+ */
+export async function spawnServer (args: string[], what: string): Promise<Server & { output: string[] }> {
+  const proc = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+  const output: string[] = []
   const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => { reject(new Error(`${what} did not report listening within 60 s:\n${output.join('')}`)) }, 60_000)
     proc.stdout?.on('data', (d: Buffer) => {
-      out += d.toString()
-      const m = /listening on (http:\/\/[^\s]+)/.exec(out)
-      if (m?.[1] !== undefined) resolve(m[1])
+      output.push(d.toString())
+      const m = /listening on (http:\/\/[^\s]+)/.exec(output.join(''))
+      if (m?.[1] !== undefined) { clearTimeout(timer); resolve(m[1].replace(/\/$/, '')) }
     })
-    proc.once('exit', (c) => { reject(new Error(`fairway exited ${c}: ${out}`)) })
+    proc.stderr?.on('data', (d: Buffer) => { output.push(d.toString()) })
+    proc.once('exit', (c) => { clearTimeout(timer); reject(new Error(`${what} exited (${c}) before listening:\n${output.join('')}`)) })
   })
-  return { proc, url }
+  return { proc, url, output }
+}
+
+export async function startFairway (configFile: string, extra: string[] = []): Promise<Server> {
+  return await spawnServer([join(ROOT, 'bin', 'fairway.js'), 'start', '--config', configFile, '--port', '0', ...extra], 'fairway')
+}
+
+/** A baseline server of perf/baselines/ (bare: uWS + onnxruntime in-process; naive: node:http) on the tiny model. */
+export async function startBaseline (name: 'bare' | 'naive'): Promise<Server & { output: string[] }> {
+  const ext = import.meta.url.endsWith('.ts') ? '.ts' : '.js'
+  return await spawnServer([...process.execArgv, join(dirname(fileURLToPath(import.meta.url)), 'baselines', `${name}-server${ext}`), '--port', '0', BASELINE_MODEL], name)
 }
 
 export async function stop (s: Server): Promise<void> {

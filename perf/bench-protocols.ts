@@ -1,7 +1,8 @@
 // Protocol benchmark (issue #5): the same small-model batch-1 requests over
 // HTTP + JSON, HTTP + MessagePack and WebSocket + MessagePack against one
 // fairway (dynamic batching on, cost events on), plus a WebSocket client that
-// stops reading.
+// stops reading. The bare and naive baselines of perf/overhead.ts are
+// measured first over HTTP + JSON the same way, for like-for-like ratios.
 //
 // For each protocol:
 //   saturation  closed loop with a fixed number of requests outstanding
@@ -21,7 +22,7 @@ import { join } from 'node:path'
 import { Packr } from 'msgpackr'
 import { Pool } from 'undici'
 import WebSocket from 'ws'
-import { platform, ROOT, startFairway, stop, type Server } from './bench-platform.js'
+import { platform, ROOT, startBaseline, startFairway, stop, type Server } from './bench-platform.js'
 
 const KEY = 'fw_bench_big'
 const CLK_TCK = Number(execSync('getconf CLK_TCK').toString().trim()) || 100
@@ -117,27 +118,43 @@ async function cpuPerRequest (server: Server, client: Client, rate: number, seco
   return (cpuMs(pid) - c0) * 1000 / sent
 }
 
+/** Saturation (after a 2 s warm-up) and CPU per request at a paced 3,000 req/s, then closes the client. */
+async function measureProtocol (name: string, server: Server, client: Client, outstanding: number): Promise<Row> {
+  await saturation(server, client, outstanding, 2) // warm-up
+  const sat = await saturation(server, client, outstanding, 6)
+  const cpuUs = await cpuPerRequest(server, client, 3000, 8)
+  await client.close()
+  console.error(`${name}: ${sat.rps.toFixed(0)} req/s (${sat.cpuUs.toFixed(1)} µs CPU/request), ${cpuUs.toFixed(1)} µs CPU/request at 3,000 req/s`)
+  return { protocol: name, saturation: sat.rps, satCpuUs: sat.cpuUs, cpuUs }
+}
+
+interface Row { protocol: string, saturation: number, satCpuUs: number, cpuUs: number }
+
+// The baselines of perf/overhead.ts over HTTP + JSON, measured the same way
+// first, so fairway's protocols compare with them under like conditions.
+const baselines: Row[] = []
+for (const name of ['bare', 'naive'] as const) {
+  const b = await startBaseline(name)
+  try {
+    baselines.push(await measureProtocol(`${name} server, HTTP + JSON`, b, httpClient(b.url, 'json', 128), 128))
+  } finally {
+    await stop(b)
+  }
+}
+
 const configFile = join(ROOT, 'perf', 'out', 'protocols-platform.json')
 mkdirSync(join(ROOT, 'perf', 'out'), { recursive: true })
 writeFileSync(configFile, JSON.stringify(platform(undefined, true), null, 2))
 const server = await startFairway(configFile)
-const rows: Array<{ protocol: string, saturation: number, satCpuUs: number, cpuUs: number }> = []
+const rows: Row[] = []
 let slow: { rssBeforeMb: number, rssMaxMb: number, answeredAfterResume: number } | null = null
 try {
   const protocols: Array<[string, () => Promise<Client>, number]> = [
-    ['HTTP + JSON', async () => httpClient(server.url, 'json', 128), 128],
-    ['HTTP + MessagePack', async () => httpClient(server.url, 'msgpack', 128), 128],
-    ['WebSocket + MessagePack', async () => await wsClient(server.url, 4), 256],
+    ['fairway, HTTP + JSON', async () => httpClient(server.url, 'json', 128), 128],
+    ['fairway, HTTP + MessagePack', async () => httpClient(server.url, 'msgpack', 128), 128],
+    ['fairway, WebSocket + MessagePack', async () => await wsClient(server.url, 4), 256],
   ]
-  for (const [name, make, outstanding] of protocols) {
-    const client = await make()
-    await saturation(server, client, outstanding, 2) // warm-up
-    const sat = await saturation(server, client, outstanding, 6)
-    const cpuUs = await cpuPerRequest(server, client, 3000, 8)
-    await client.close()
-    rows.push({ protocol: name, saturation: sat.rps, satCpuUs: sat.cpuUs, cpuUs })
-    console.error(`${name}: ${sat.rps.toFixed(0)} req/s (${sat.cpuUs.toFixed(1)} µs CPU/request), ${cpuUs.toFixed(1)} µs CPU/request at 3,000 req/s`)
-  }
+  for (const [name, make, outstanding] of protocols) rows.push(await measureProtocol(name, server, await make(), outstanding))
 
   // A client that stops reading: uWS keeps its unsent output, fairway parks
   // then refuses its requests; server memory must stay bounded.
@@ -180,8 +197,11 @@ out.push(`\n## Protocols (issue #5), ${new Date().toISOString()}`, '')
 out.push('- machine: Intel(R) Xeon(R) Processor, 2 vCPUs; Node ' + process.version + '; client in the same process tree on the same machine')
 out.push('- command: `npm run build && npm run bench:protocols` (perf/bench-protocols.ts); fairway on perf/out/protocols-platform.json (tenant without limits, dynamic batching on, cost events on)')
 out.push('- saturation: closed loop, 128 outstanding over HTTP (128 connections), 256 over WebSocket (4 connections x 64); CPU: server utime+stime / answered requests at a paced 3,000 req/s for 8 s', '')
-out.push('| protocol | saturation req/s | vs HTTP + JSON | server CPU µs/request at saturation | server CPU µs/request at 3,000 req/s | vs HTTP + JSON |', '|---|---|---|---|---|---|')
-for (const r of rows) out.push(`| ${r.protocol}${r === base ? ' (baseline)' : ''} | ${r.saturation.toFixed(0)} | ${(r.saturation / (base?.saturation ?? 1)).toFixed(2)}x | ${r.satCpuUs.toFixed(1)} | ${r.cpuUs.toFixed(1)} | ${(r.cpuUs / (base?.cpuUs ?? 1)).toFixed(2)}x |`)
+const naive = baselines[1]
+out.push('| server, protocol | saturation req/s | vs fairway HTTP + JSON | server CPU µs/request at saturation | vs naive | server CPU µs/request at 3,000 req/s | vs naive |', '|---|---|---|---|---|---|---|')
+for (const r of [...baselines, ...rows]) {
+  out.push(`| ${r.protocol}${r === base ? ' (baseline)' : ''} | ${r.saturation.toFixed(0)} | ${(r.saturation / (base?.saturation ?? 1)).toFixed(2)}x | ${r.satCpuUs.toFixed(1)} | ${(r.satCpuUs / (naive?.satCpuUs ?? NaN)).toFixed(2)}x | ${r.cpuUs.toFixed(1)} | ${(r.cpuUs / (naive?.cpuUs ?? NaN)).toFixed(2)}x |`)
+}
 out.push('', `Cost pipeline on vs off (HTTP + JSON saturation, same script): ${(base?.saturation ?? NaN).toFixed(0)} vs ${costOff.rps.toFixed(0)} req/s, ratio ${((base?.saturation ?? NaN) / costOff.rps).toFixed(3)}; server CPU ${(base?.satCpuUs ?? NaN).toFixed(1)} vs ${costOff.cpuUs.toFixed(1)} µs/request.`)
 if (slow !== null) {
   out.push('', `Slow reader: one WebSocket client sent 20,000 requests without reading for 10 s. Server RSS ${slow.rssBeforeMb.toFixed(0)} MB before, at most ${slow.rssMaxMb.toFixed(0)} MB meanwhile (+${(slow.rssMaxMb - slow.rssBeforeMb).toFixed(0)} MB); ${slow.answeredAfterResume} replies (answers and FW_ERR_WS_TOO_MANY_INFLIGHT refusals) arrived once it read again.`)

@@ -18,12 +18,13 @@
 //
 // Run: npm run bench:overhead   (node dist/perf/overhead.js [--long] [--help])
 
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
+import { execFileSync, type ChildProcess } from 'node:child_process'
 import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { cpus } from 'node:os'
 import { dirname, join, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
+import { BASELINE_MODEL, ROOT, spawnServer, startBaseline } from './bench-platform.js'
 import { renderTable, runLoad, type LoadResult, type Scenario } from './loadgen.js'
 
 const USAGE = `usage: node dist/perf/overhead.js [options]
@@ -113,16 +114,6 @@ interface ServerResult {
   loadgen_fixed: LoadResult
 }
 
-function packageDir (): string {
-  for (let dir = dirname(fileURLToPath(import.meta.url)); ; dir = dirname(dir)) {
-    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'bin', 'fairway.js'))) return dir
-    if (dirname(dir) === dir) throw new Error('cannot find the fairway package root')
-  }
-}
-
-const ROOT = packageDir()
-const EXT = import.meta.url.endsWith('.ts') ? '.ts' : '.js'
-const MODEL = join(ROOT, 'models', 'tiny-classifier', '1', 'model.onnx')
 const DEMO_KEY = 'fw_demo_acme_premium'
 
 function clkTck (): number {
@@ -165,26 +156,11 @@ interface Running {
 }
 
 async function startServer (name: ServerName, fairwayConfig: string | undefined): Promise<Running> {
-  const node = [...process.execArgv]
-  const args = isFairway(name)
-    ? [join(ROOT, 'bin', 'fairway.js'), 'start', '--port', '0', ...(fairwayConfig === undefined ? [] : ['--config', fairwayConfig])]
-    : [join(dirname(fileURLToPath(import.meta.url)), 'baselines', `${name}-server${EXT}`), '--port', '0', MODEL]
-  const child = spawn(process.execPath, [...node, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
-  const output: string[] = []
-  const url = await new Promise<string>((resolveUrl, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${name} did not report listening within 60 s:\n${output.join('')}`)), 60_000)
-    const onData = (d: Buffer): void => {
-      const s = d.toString()
-      output.push(s)
-      const m = /listening on (http:\/\/[^\s]+)/.exec(output.join(''))
-      if (m !== null) { clearTimeout(timer); resolveUrl((m[1] as string).replace(/\/$/, '')) }
-    }
-    child.stdout?.on('data', onData)
-    child.stderr?.on('data', (d: Buffer) => { output.push(d.toString()) })
-    child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`${name} exited (${code}) before listening:\n${output.join('')}`)) })
-  })
-  if (child.pid === undefined) throw new Error(`${name}: no pid`)
-  return { child, pid: child.pid, url, output }
+  const s = isFairway(name)
+    ? await spawnServer([...process.execArgv, join(ROOT, 'bin', 'fairway.js'), 'start', '--port', '0', ...(fairwayConfig === undefined ? [] : ['--config', fairwayConfig])], name)
+    : await startBaseline(name === 'bare' ? 'bare' : 'naive')
+  if (s.proc.pid === undefined) throw new Error(`${name}: no pid`)
+  return { child: s.proc, pid: s.proc.pid, url: s.url, output: s.output }
 }
 
 async function stopServer (r: Running): Promise<void> {
@@ -547,7 +523,7 @@ async function main (): Promise<number> {
   }
   const servers = values.servers.split(',').map((s) => s.trim()) as ServerName[]
   for (const s of servers) if (!SERVER_NAMES.includes(s)) throw new Error(`unknown server ${s}\n${USAGE}`)
-  if (!existsSync(MODEL)) throw new Error(`${MODEL} is missing: run npm run build`)
+  if (!existsSync(BASELINE_MODEL)) throw new Error(`${BASELINE_MODEL} is missing: run npm run build`)
   let fairwayConfig = values['fairway-config'] === undefined ? undefined : resolve(values['fairway-config'])
   if (values['raise-tenant-limits']) fairwayConfig = raisedLimitsConfig(fairwayConfig ?? join(ROOT, 'config', 'demo-platform.json'))
   const key = values.key ?? DEMO_KEY

@@ -64,3 +64,35 @@ t.test('close() stops the serve tasks and refuses later batches', async (t) => {
   await pool.close()
   await t.rejects(pool.run({ unit: tiny.key, rows: 1, input: sampleInput(64, 1, 1) }), { code: 'FW_ERR_RUNTIME_INFERENCE_FAILED' })
 })
+
+t.test('a worker thread that dies is replaced: its mailbox is served again and results stay correct', async (t) => {
+  const one = configFrom(demoRaw()).serviceClasses.get('shared')
+  if (one === undefined) throw new Error('demo has no shared class')
+  const pool = new ClassPool(one, units)
+  t.teardown(() => pool.close())
+  await pool.start()
+  const spec = specFor('tiny-classifier', tiny.version.version)
+  const x = sampleInput(64, 2, 9)
+  const want = referenceForward(spec, x, 2)
+  t.ok(close((await pool.run({ unit: tiny.key, rows: 2, input: x })).output, want), 'served before the crash')
+  // Kill the thread while it sleeps on its mailbox (Piscina exposes its
+  // Worker objects; reaching the pool's private Piscina is test-only).
+  const piscina = (pool as unknown as { piscina: { threads: Array<{ terminate: () => Promise<number> }> } }).piscina
+  t.equal(piscina.threads.length, 1)
+  await piscina.threads[0]?.terminate()
+  // Until the replacement thread runs the serve task again, a batch either
+  // waits in the mailbox or fails with the stable code; none is lost.
+  let served = 0
+  let failed = 0
+  for (let i = 0; i < 50 && served < 3; i++) {
+    try {
+      const res = await pool.run({ unit: tiny.key, rows: 2, input: x })
+      if (!close(res.output, want)) { t.fail('wrong output after the crash'); return }
+      served++
+    } catch (err) {
+      t.equal((err as { code?: string }).code, 'FW_ERR_RUNTIME_INFERENCE_FAILED', 'a batch caught by the crash fails with the stable code')
+      failed++
+    }
+  }
+  t.equal(served, 3, `the replacement thread serves the mailbox (after ${failed} failed batch(es))`)
+})
