@@ -9,9 +9,11 @@
 //   heavy vs light   small-model latency with the heavy class idle vs saturated
 //   batching         small-model saturation throughput with / without batching
 //
-// Run: npm run bench:fairness [-- --phase-s 6 --repeats 3 --out perf/out/fairness.json]
+// Run: npm run bench:fairness [-- --phase-s 6 --repeats 3 --out perf/out/fairness.json --results perf/RESULTS.md|none]
+// Appends its headline figures to perf/RESULTS.md.
 
-import { mkdirSync, writeFileSync } from 'node:fs'
+import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs'
+import { cpus } from 'node:os'
 import { dirname, join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { ADMIN, platform, ROOT, startFairway, stop, type Server } from './bench-platform.js'
@@ -24,6 +26,7 @@ const { values: args } = parseArgs({
     out: { type: 'string', default: join(ROOT, 'perf', 'out', 'fairness.json') },
     only: { type: 'string' },
     cost: { type: 'string', default: 'on' },
+    results: { type: 'string', default: join(ROOT, 'perf', 'RESULTS.md') },
   },
 })
 const PHASE_S = Number(args['phase-s'])
@@ -156,10 +159,11 @@ async function heavyVsLight (s: Server): Promise<Record<string, unknown>> {
   const reps: Array<Record<string, number>> = []
   for (let i = 0; i < REPEATS; i++) {
     const idle = await runLoad(scenario(s.url, light), quiet)
-    const busy = await runLoad(scenario(s.url, [...light, heavy]), quiet)
+    // The heavy tenant is another client with its own generator thread (see noisyNeighbour).
+    const [busy] = await Promise.all([runLoad(scenario(s.url, light), quiet), runLoad(scenario(s.url, [heavy]), quiet)])
     const pi = tenantOf(idle, 'v1')?.latency_us.p99 ?? NaN
     const pb = tenantOf(busy, 'v1')?.latency_us.p99 ?? NaN
-    reps.push({ light_p99_heavy_idle_us: pi, light_p99_heavy_saturated_us: pb, ratio: pb / pi, heavy_ok_rps: tenantOf(busy, 'w4')?.ok_rate ?? NaN })
+    reps.push({ light_p99_heavy_idle_us: pi, light_p99_heavy_saturated_us: pb, ratio: pb / pi })
   }
   return { repetitions: reps, median_ratio: median(reps.map((r) => r.ratio ?? NaN)) }
 }
@@ -211,3 +215,51 @@ if (want('batching')) results.batching = await batching(configFile)
 mkdirSync(dirname(args.out), { recursive: true })
 writeFileSync(args.out, JSON.stringify(results, null, 2))
 console.log(JSON.stringify(results, null, 2))
+if (args.results !== 'none') appendFileSync(args.results, resultsSection(results))
+
+/** The perf/RESULTS.md section: the headline figures of each part that ran. */
+function resultsSection (r: Record<string, unknown>): string {
+  type Reps = { repetitions: Array<Record<string, number>> } & Record<string, unknown>
+  const ms = (us: number | undefined): string => ((us ?? NaN) / 1000).toFixed(2)
+  const x2 = (v: unknown): string => typeof v === 'number' ? v.toFixed(2) : '-'
+  const out = [
+    `\n## Fairness (issue #3), ${String(r.date)}`, '',
+    `- machine: ${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} vCPUs, ${process.platform} ${process.arch}; Node ${process.version}; load generator on the same machine`,
+    `- command: \`npm run build && node dist/perf/bench-fairness.js${process.argv.length > 2 ? ' ' + process.argv.slice(2).join(' ') : ''}\` (phases ${PHASE_S} s, ${REPEATS} repetitions, cost events ${args.cost})`,
+    '- platform: perf/out/fairness-platform.json (perf/bench-platform.ts): class `shared` (tiny-classifier) on CPU 1, class `heavy` (heavy-encoder) on CPU 0, one worker each, no lending; open-loop Poisson arrivals, latency from the intended send time; each tenant group (victims, aggressor, heavy client) drives its own generator thread', '',
+  ]
+  const nn = r.noisy_neighbour as Reps | undefined
+  if (nn !== undefined) {
+    out.push('### Noisy neighbour (victims v1, v2 at 300 req/s each, within their 400 req/s quota; aggressor at 3,000 req/s = 10x its 300 req/s quota)', '',
+      '| rep | victim p50 alone / with (ms) | victim p99 alone / with (ms) | p99 ratio | victim service p99 alone / with (ms) | victim send lag p99 alone / with (ms) | victim errors | aggressor 429s | aggressor refusal p99 at the client (ms) |',
+      '|---|---|---|---|---|---|---|---|---|')
+    nn.repetitions.forEach((x, i) => out.push(`| ${i + 1} | ${ms(x.victim_p50_alone_us)} / ${ms(x.victim_p50_with_us)} | ${ms(x.victim_p99_alone_us)} / ${ms(x.victim_p99_with_us)} | ${x2(x.p99_ratio)} | ${ms(x.victim_service_p99_alone_us)} / ${ms(x.victim_service_p99_with_us)} | ${ms(x.victim_send_lag_p99_alone_us)} / ${ms(x.victim_send_lag_p99_with_us)} | ${x.victim_errors ?? '-'} | ${x.aggressor_rejected_429 ?? '-'} | ${ms(x.aggressor_client_reject_p99_us)} |`))
+    const spread = nn.p99_ratio_spread as number[]
+    out.push('', `Median victim p99 ratio **${x2(nn.median_p99_ratio)}** (spread ${x2(spread[0])}–${x2(spread[1])}; goal ≤ 1.10), median p50 ratio ${x2(nn.median_p50_ratio)}, median service-time p99 ratio ${x2(nn.median_service_p99_ratio)}; victim errors **${String(nn.victim_errors_total)}** (goal 0). Aggressor refusals inside the server, arrival to response written: p50 **${Number(nn.server_refusal_p50_us).toFixed(0)} µs**, p99 **${Number(nn.server_refusal_p99_us).toFixed(0)} µs** over ${String(nn.server_refusals)} refusals (goal p99 < 1 ms).`, '')
+  }
+  const ws = r.weighted_shares as { rows: Array<Record<string, number | string>>, served_rps_total: number } | undefined
+  if (ws !== undefined) {
+    out.push('### Weighted shares under saturation (w1, w2, w4 with weights 1, 2, 4; 8-row heavy-encoder requests at 700 req/s each, all backlogged)', '',
+      '| tenant | weight | served | measured share | weighted fair share | relative error |', '|---|---|---|---|---|---|')
+    for (const row of ws.rows) out.push(`| ${row.tenant} | ${row.weight} | ${row.served} | ${Number(row.share).toFixed(4)} | ${Number(row.weighted_max_min_share).toFixed(4)} | ${(Number(row.relative_error) * 100).toFixed(2)}% |`)
+    out.push('', `Goal: within 5%. Served ${ws.served_rps_total.toFixed(0)} req/s in total.`, '')
+  }
+  for (const [key, label] of [['heavy_vs_light_gateway_unpinned', 'gateway unpinned'], ['heavy_vs_light_gateway_pinned', 'gateway pinned to CPU 1 (`server.cpus`)']] as const) {
+    const h = r[key] as Reps | undefined
+    if (h === undefined) continue
+    out.push(`### Heavy vs light, ${label} (light tenant at 300 req/s on tiny-classifier; heavy class idle vs driven at 1,000 req/s)`, '',
+      '| rep | light p99 heavy idle (ms) | light p99 heavy saturated (ms) | ratio |', '|---|---|---|---|')
+    h.repetitions.forEach((x, i) => out.push(`| ${i + 1} | ${ms(x.light_p99_heavy_idle_us)} | ${ms(x.light_p99_heavy_saturated_us)} | ${x2(x.ratio)} |`))
+    out.push('', `Median ratio **${x2(h.median_ratio)}** (goal ≤ 1.2).`, '')
+  }
+  const b = r.batching as Record<string, { ok_rps: number, p50_us: number, p99_us: number, errors: number }> & { throughput_ratio_on_vs_off?: number } | undefined
+  if (b !== undefined) {
+    out.push('### Dynamic batching (tiny-classifier, 1-row requests, 20,000 req/s offered, open loop)', '', '| server | served req/s | p50 (ms) | p99 (ms) | errors |', '|---|---|---|---|---|')
+    for (const label of ['batching off', 'batching on']) {
+      const row = b[label]
+      if (row !== undefined) out.push(`| fairway, ${label}${label === 'batching off' ? ' (baseline: `--no-batching`)' : ''} | ${row.ok_rps.toFixed(0)} | ${ms(row.p50_us)} | ${ms(row.p99_us)} | ${row.errors} |`)
+    }
+    out.push('', `Throughput with batching / without: **${x2(b.throughput_ratio_on_vs_off)}x**.`, '')
+  }
+  return out.join('\n') + '\n'
+}
