@@ -1,5 +1,6 @@
 // The benchmark platform shared by the perf scripts: tenants with known keys
-// and limits, light work on CPU 1 and heavy work on CPU 0, and helpers that
+// and limits, light work on CPU 1 and heavy work on CPU 0 (at nice 10, as in
+// the demo platform), and helpers that
 // start and stop a real fairway on it as a child process.
 
 import { spawn, type ChildProcess } from 'node:child_process'
@@ -34,7 +35,7 @@ export function platform (gatewayCpus: number[] | undefined, costEvents: boolean
     cost: { enabled: costEvents, dataDir: join(ROOT, 'perf', 'out', 'fairness-cost', 'chdb'), spoolDir: join(ROOT, 'perf', 'out', 'fairness-cost', 'spool') },
     serviceClasses: {
       shared: { weight: 1, cpus: [1], workers: 1, maxQueued: 2048 },
-      heavy: { weight: 1, cpus: [0], workers: 1, maxQueued: 2048 },
+      heavy: { weight: 1, cpus: [0], nice: 10, workers: 1, maxQueued: 2048 },
     },
     models: {
       'tiny-classifier': {

@@ -79,3 +79,29 @@ if (process.platform !== 'linux') {
     t.ok(busy > 5 * slept, `a busy loop (${(busy / 1e6).toFixed(1)} ms CPU) counts, a 50 ms sleep (${(slept / 1e6).toFixed(1)} ms CPU) barely does`)
   })
 }
+
+if (process.platform === 'linux' && loadAffinity() !== null) {
+  const addon = join(packageRoot(), 'native-bindings', 'build', 'Release', 'fairway_native.node')
+  t.test('nice is per thread: a worker raises its own, the main thread keeps its', async (t) => {
+    const binding = loadAffinity()
+    if (binding === null) return
+    const before = binding.getThreadNice()
+    const w = new Worker(`
+      const { parentPort, workerData } = require('node:worker_threads')
+      const b = require(workerData.addon)
+      const start = b.getThreadNice()
+      b.setThreadNice(start + 3 > 19 ? 19 : start + 3)
+      const after = b.getThreadNice()
+      let refused = ''
+      try { b.setThreadNice(-20) } catch (e) { refused = e.message }
+      parentPort.postMessage({ start, after, refused, bad: (() => { try { b.setThreadNice(40); return '' } catch (e) { return e.name } })() })
+    `, { eval: true, workerData: { addon } })
+    const [r] = (await once(w, 'message')) as [{ start: number, after: number, refused: string, bad: string }]
+    await w.terminate()
+    t.equal(r.start, before, 'a new thread starts at the process nice value')
+    t.equal(r.after, Math.min(19, before + 3), 'the worker raised its own nice value')
+    if (process.getuid?.() !== 0) t.match(r.refused, /setpriority failed/, 'lowering it without privilege is refused with the errno')
+    t.equal(r.bad, 'TypeError', 'out-of-range values are a TypeError')
+    t.equal(binding.getThreadNice(), before, 'main thread nice unchanged')
+  })
+}

@@ -42,6 +42,8 @@ t.test('each bad field is named with the reason', async (t) => {
     ['typo field', (r) => { r.tenants.acme.limts = {} }, '$.tenants.acme.limts', /unknown field/],
     ['same key twice', (r) => { r.tenants.globex.apiKeys = r.tenants.acme.apiKeys }, '$.tenants.globex.apiKeys[0]', /also given to tenant acme/],
     ['bad cpus', (r) => { r.serviceClasses.shared.cpus = [] }, '$.serviceClasses.shared.cpus', /non-empty array/],
+    ['negative nice (needs privilege)', (r) => { r.serviceClasses.shared.nice = -5 }, '$.serviceClasses.shared.nice', /./],
+    ['nice above 19', (r) => { r.serviceClasses.shared.nice = 20 }, '$.serviceClasses.shared.nice', /./],
     ['bad device', (r) => { r.serviceClasses.shared.device = 'tpu' }, '$.serviceClasses.shared.device', /one of cpu, cuda/],
     ['model pinned to unknown class', (r) => { r.models.ranker.serviceClass = 'gpu' }, '$.models.ranker.serviceClass', /names no service class/],
     ['bad default version', (r) => { r.models.ranker.defaultVersion = '3' }, '$.models.ranker.defaultVersion', /names no version/],

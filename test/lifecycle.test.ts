@@ -4,7 +4,7 @@
 import t from 'tap'
 import { spawn, spawnSync } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { getPriority, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { connect } from 'node:net'
 import { Reject } from '../src/admission/admission-table.js'
@@ -79,13 +79,17 @@ t.test('chaos: clients vanishing mid-body and mid-inference leave every counter 
 
 })
 
-t.test('workers are pinned to their class CPU set', async (t) => {
+t.test('workers are pinned to their class CPU set and run at their class nice value', async (t) => {
   t.ok(loadAffinity() !== null, 'the native addon is built')
   const { server } = await start()
   t.teardown(() => server.close())
   const byClass = new Map([...server.schedulers.values()].map((s) => [s.pool.serviceClass.id, s.pool.serviceClass.cpus]))
   t.equal(server.workers.length, 5)
   for (const w of server.workers) t.same(w.affinity, byClass.get(w.classId), `${w.classId} worker pinned to ${JSON.stringify(byClass.get(w.classId))}`)
+  // The demo's heavy class runs at nice 10, the others at the process's own
+  // nice (0 unless the tests themselves run niced).
+  const base = getPriority()
+  for (const w of server.workers) t.equal(w.nice, w.classId === 'heavy' ? Math.max(10, base) : base, `${w.classId} worker runs at nice ${w.nice}`)
 })
 
 t.test('a GPU class fails to start with a clear error where CUDA is absent', async (t) => {

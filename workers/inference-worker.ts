@@ -8,16 +8,21 @@ import { performance } from 'node:perf_hooks'
 import { workerData } from 'piscina'
 import * as ort from 'onnxruntime-node'
 import { loadAffinity } from '../src/runtime/affinity.js'
-import { ERROR_LEN, Mailbox, ROWS, STATE, State, UNIT } from '../src/runtime/mailbox.js'
+import { ERROR_LEN, Mailbox, ROWS, SERVING, STATE, State, UNIT } from '../src/runtime/mailbox.js'
 import type { PingResult, PingTask, ServeTask, WorkerInit } from '../src/runtime/worker-protocol.js'
 
 const init = workerData as WorkerInit
 
 const affinity = loadAffinity()
 let pinned: number[] | null = null
+let nice: number | null = null
 if (affinity !== null) {
   affinity.setThreadAffinity(init.cpus)
   pinned = affinity.getThreadAffinity()
+  // Also before the sessions: threads onnxruntime starts inherit it.
+  // Only ever raised: a class's nice is a floor above what the process has.
+  if (init.nice > affinity.getThreadNice()) affinity.setThreadNice(init.nice)
+  nice = affinity.getThreadNice()
 }
 
 interface LoadedUnit {
@@ -62,7 +67,7 @@ for (const u of init.units) {
 }
 
 export default async function run (task: PingTask | ServeTask): Promise<PingResult | null> {
-  if ('ping' in task) return { classId: init.classId, affinity: pinned, threadId }
+  if ('ping' in task) return { classId: init.classId, affinity: pinned, nice, threadId }
   await serve(new Mailbox(task.serve, task.size), task.units.map((key) => units.get(key)))
   return null
 }
@@ -75,6 +80,7 @@ const encoder = new TextEncoder()
  */
 async function serve (box: Mailbox, byIndex: ReadonlyArray<LoadedUnit | undefined>): Promise<void> {
   const h = box.header
+  Atomics.store(h, SERVING, 1)
   for (;;) {
     const state = Atomics.load(h, STATE)
     if (state === State.Stop) return

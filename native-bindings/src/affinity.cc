@@ -19,6 +19,7 @@
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -145,12 +146,42 @@ static napi_value ThreadCpuTimeNs(napi_env env, napi_callback_info) {
   return v;
 }
 
+// setThreadNice(n): the calling thread's nice value (Linux: per thread, by
+// its tid). A service class of bulk work runs at a higher nice value so that
+// the scheduler lets latency-sensitive threads sharing its CPUs (gateway,
+// light classes) run first; raising nice needs no privilege, lowering it
+// below the current value does (EACCES/EPERM is thrown as an Error).
+static napi_value SetThreadNice(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  int32_t nice = 0;
+  if (argc < 1 || napi_get_value_int32(env, argv[0], &nice) != napi_ok || nice < -20 || nice > 19) {
+    napi_throw_type_error(env, "ERR_FAIRWAY_NICE", "setThreadNice expects an integer -20..19");
+    return nullptr;
+  }
+  if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice) != 0) return ThrowErrno(env, "setpriority", errno);
+  return nullptr;
+}
+
+// getThreadNice(): number — the calling thread's nice value.
+static napi_value GetThreadNice(napi_env env, napi_callback_info) {
+  errno = 0;  // getpriority may legitimately return -1
+  int nice = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
+  if (nice == -1 && errno != 0) return ThrowErrno(env, "getpriority", errno);
+  napi_value v;
+  NAPI_CALL(env, napi_create_int32(env, nice, &v));
+  return v;
+}
+
 NAPI_MODULE_INIT() {
   const napi_property_descriptor props[] = {
     {"setThreadAffinity", nullptr, SetThreadAffinity, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
     {"getThreadAffinity", nullptr, GetThreadAffinity, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
     {"threadId", nullptr, ThreadId, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
     {"threadCpuTimeNs", nullptr, ThreadCpuTimeNs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+    {"setThreadNice", nullptr, SetThreadNice, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+    {"getThreadNice", nullptr, GetThreadNice, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
   };
   NAPI_CALL(env, napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
   return exports;

@@ -85,7 +85,7 @@ async function start (args: string[]): Promise<number> {
     ...(port === undefined ? {} : { port }),
     ...(values.host === undefined ? {} : { host: values.host }),
   })
-  const classes = [...server.schedulers.values()].map((s) => `${s.pool.serviceClass.id}[cpus ${s.pool.serviceClass.cpus.join(',')} x${s.pool.capacity}]`)
+  const classes = [...server.schedulers.values()].map((s) => `${s.pool.serviceClass.id}[cpus ${s.pool.serviceClass.cpus.join(',')} x${s.pool.capacity}${s.pool.serviceClass.nice === 0 ? '' : ` nice ${s.pool.serviceClass.nice}`}]`)
   console.log(`fairway ${VERSION} listening on http://${server.host}:${server.port}`)
   console.log(`  config ${file}: ${config.tenants.size} tenants, ${config.models.size} models; pools ${classes.join(' ')}`)
   await new Promise<void>((resolve) => {

@@ -35,6 +35,12 @@ export interface ServiceClassConfig {
   readonly weight: number
   /** CPU ids the class's worker threads are pinned to. */
   readonly cpus: readonly number[]
+  /**
+   * Nice value of the class's worker threads (0..19, default 0). Bulk classes
+   * run higher so that threads sharing their CPUs (gateway, light classes)
+   * are scheduled first; they still get every cycle nobody else wants.
+   */
+  readonly nice: number
   readonly workers: number
   readonly device: DeviceConfig
   /** A dedicated class serves its tenants' every model, overriding model routing. */

@@ -134,7 +134,7 @@ export function validateConfig (raw: unknown, opts: ValidateOptions): ValidateRe
     if (!ID.test(id)) c.fail(p, 'class id must match [a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}')
     const o = c.object(v, p)
     if (o === null) continue
-    c.unknownKeys(o, p, ['weight', 'cpus', 'workers', 'device', 'deviceId', 'dedicated', 'maxQueued', 'lendTo', 'description'])
+    c.unknownKeys(o, p, ['weight', 'cpus', 'nice', 'workers', 'device', 'deviceId', 'dedicated', 'maxQueued', 'lendTo', 'description'])
     const cpus = o.cpus
     let cpuList: number[] = []
     if (!Array.isArray(cpus) || cpus.length === 0 || !cpus.every((x) => Number.isInteger(x) && x >= 0 && x < 1024)) {
@@ -150,6 +150,8 @@ export function validateConfig (raw: unknown, opts: ValidateOptions): ValidateRe
       id,
       weight: c.number(o, 'weight', p, { min: 1, max: 1000, int: true }),
       cpus: cpuList,
+      // Negative values would need CAP_SYS_NICE; a class can only be made politer.
+      nice: c.number(o, 'nice', p, { min: 0, max: 19, int: true, dflt: 0 }),
       workers: c.number(o, 'workers', p, { min: 1, max: 64, int: true, dflt: 1 }),
       device,
       dedicated: c.boolean(o, 'dedicated', p, false),

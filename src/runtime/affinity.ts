@@ -23,9 +23,14 @@ export interface AffinityBinding {
   threadId(): number
   /** CPU time the calling thread has used (CLOCK_THREAD_CPUTIME_ID), ns. */
   threadCpuTimeNs(): number
+  /** Set the calling thread's nice value (-20..19; lowering it needs privilege). */
+  setThreadNice(nice: number): void
+  /** The calling thread's nice value. */
+  getThreadNice(): number
 }
 
 const ADDON = join('native-bindings', 'build', 'Release', 'fairway_native.node')
+const EXPORTS: ReadonlyArray<keyof AffinityBinding> = ['setThreadAffinity', 'getThreadAffinity', 'threadId', 'threadCpuTimeNs', 'setThreadNice', 'getThreadNice']
 
 let root: string | undefined
 
@@ -70,9 +75,8 @@ function load(): { binding: AffinityBinding | null; error: string | null } {
     const file = join(packageRoot(), ADDON)
     if (!existsSync(file)) throw new Error(`${file} is missing; build it with \`npm run install\` (needs a C++ toolchain)`)
     const mod = createRequire(import.meta.url)(file) as Partial<AffinityBinding>
-    if (typeof mod.setThreadAffinity !== 'function' || typeof mod.getThreadAffinity !== 'function' || typeof mod.threadId !== 'function') {
-      throw new Error(`${file} does not export setThreadAffinity/getThreadAffinity/threadId`)
-    }
+    const missing = EXPORTS.filter((name) => typeof mod[name] !== 'function')
+    if (missing.length > 0) throw new Error(`${file} does not export ${missing.join('/')}: rebuild it with \`npm run install\``)
     return { binding: mod as AffinityBinding, error: null }
   } catch (err) {
     return { binding: null, error: err instanceof Error ? err.message : String(err) }

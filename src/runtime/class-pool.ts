@@ -3,7 +3,8 @@
 // the server reports ready. Piscina owns the threads; batches do not go
 // through Piscina tasks but through one Mailbox per worker (see mailbox.ts
 // for why and for the handshake). The scheduler never runs more batches than
-// there are workers, so a free mailbox always exists when run() is called.
+// there are workers, so a free mailbox exists when run() is called unless a
+// worker was lost for good (then run() refuses the batch with a stable code).
 
 import { join } from 'node:path'
 import { Piscina } from 'piscina'
@@ -11,7 +12,7 @@ import type { ExecutableUnit } from '../control-plane/registry.js'
 import type { ServiceClassConfig } from '../control-plane/config-types.js'
 import { FairwayError, type ErrorCode, ERRORS } from '../errors.js'
 import { packageRoot } from './affinity.js'
-import { ERROR_LEN, Mailbox, ROWS, STATE, State, UNIT, type MailboxSize } from './mailbox.js'
+import { ERROR_LEN, Mailbox, ROWS, SERVING, STATE, State, UNIT, type MailboxSize } from './mailbox.js'
 import type { InferResult, InferTask, PingResult, ServeTask, WorkerInit } from './worker-protocol.js'
 
 export const WORKER_FILE = join(packageRoot(), 'dist', 'workers', 'inference-worker.js')
@@ -29,6 +30,8 @@ class WorkerSlot {
   pending: { resolve: (r: InferResult) => void, reject: (e: FairwayError) => void, outputValues: number } | null = null
   /** Bumped per batch, so a wake-up left over from a crashed worker's batch is ignored. */
   generation = 0
+  /** In the pool's free list (a slot must never be there twice: two batches would share a mailbox). */
+  inFree = false
   /** Resolves when the worker's serve task ends (Stop, or the thread died). */
   served: Promise<void> = Promise.resolve()
 
@@ -36,6 +39,14 @@ class WorkerSlot {
     this.box = Mailbox.create(size)
   }
 }
+
+/**
+ * How long a crashed worker's replacement may take to start serving its
+ * mailbox. Piscina stops replacing threads once one fails while starting
+ * (e.g. its model file is gone); the mailbox is then retired so batches fail
+ * at once instead of waiting for a thread that never comes.
+ */
+const RESTART_GRACE_MS = 30_000
 
 const decoder = new TextDecoder()
 
@@ -54,6 +65,7 @@ export class ClassPool {
     const init: WorkerInit = {
       classId: serviceClass.id,
       cpus: serviceClass.cpus,
+      nice: serviceClass.nice,
       device: serviceClass.device,
       units: units.map((u) => ({
         key: u.key,
@@ -109,8 +121,17 @@ export class ClassPool {
     this.started = true
     // Each serve task occupies one worker for good (one task per worker), so
     // Piscina places them one per thread.
-    for (const slot of this.slots) this.serve(slot)
+    for (const slot of this.slots) {
+      this.serve(slot)
+      this.release(slot)
+    }
     return res
+  }
+
+  private release (slot: WorkerSlot): void {
+    if (slot.inFree) return
+    slot.inFree = true
+    this.free.push(slot)
   }
 
   /** Posts a mailbox's serve task; after a crash, again on Piscina's replacement thread. */
@@ -119,23 +140,38 @@ export class ClassPool {
     slot.served = (this.piscina.run(task) as Promise<null>).then(() => {}, (err: unknown) => {
       if (this.closing) return
       // The thread died. Its batch fails (the scheduler answers its jobs);
-      // the mailbox is reset and served again by the replacement thread.
+      // the mailbox is reset and served again by the replacement thread. A
+      // batch posted meanwhile waits in the mailbox for that thread.
       slot.generation++
       const p = slot.pending
       slot.pending = null
+      Atomics.store(slot.box.header, SERVING, 0)
       Atomics.store(slot.box.header, STATE, State.Empty)
-      this.free.push(slot)
       this.serve(slot)
+      this.release(slot)
+      setTimeout(() => { this.retireIfNotServed(slot) }, RESTART_GRACE_MS).unref()
       if (p !== null) p.reject(workerError(err, 'FW_ERR_RUNTIME_INFERENCE_FAILED'))
     })
-    if (slot.pending === null && !this.free.includes(slot)) this.free.push(slot)
+  }
+
+  private retireIfNotServed (slot: WorkerSlot): void {
+    if (this.closing || Atomics.load(slot.box.header, SERVING) === 1) return
+    console.error(`fairway: class ${this.serviceClass.id} lost a worker: its replacement did not start within ${RESTART_GRACE_MS / 1000} s; its batches now fail`)
+    const i = this.free.indexOf(slot)
+    if (i >= 0) this.free.splice(i, 1)
+    slot.inFree = false
+    slot.generation++
+    const p = slot.pending
+    slot.pending = null
+    p?.reject(new FairwayError('FW_ERR_RUNTIME_INFERENCE_FAILED', [`class ${this.serviceClass.id} lost a worker thread`]))
   }
 
   run (task: InferTask): Promise<InferResult> {
     const unit = this.unitSlots.get(task.unit)
     const slot = this.free.pop()
+    if (slot !== undefined) slot.inFree = false
     if (unit === undefined || slot === undefined || this.closing || task.input.length > slot.box.input.length) {
-      if (slot !== undefined) this.free.push(slot)
+      if (slot !== undefined) this.release(slot)
       return Promise.reject(new FairwayError('FW_ERR_RUNTIME_INFERENCE_FAILED', [`class ${this.serviceClass.id} cannot take a batch of ${task.rows} row(s) of ${task.unit} now`]))
     }
     const box = slot.box
@@ -177,7 +213,7 @@ export class ClassPool {
     const inferenceNs = box.inferenceNs
     const cpuNs = box.cpuNs
     Atomics.store(h, STATE, State.Empty)
-    this.free.push(slot)
+    this.release(slot)
     if (output === null) p.reject(workerError(new Error(message), 'FW_ERR_RUNTIME_INFERENCE_FAILED'))
     else p.resolve({ output, inferenceNs, cpuNs })
   }
@@ -192,7 +228,10 @@ export class ClassPool {
       slot.pending = null
       if (p !== null) p.reject(new FairwayError('FW_ERR_RUNTIME_INFERENCE_FAILED', [`class ${this.serviceClass.id} is shutting down`]))
     }
-    if (this.started) await Promise.all(this.slots.map(async (s) => await s.served))
+    // Wait for the serve tasks that run (a worker mid-batch finishes it, sees
+    // Stop and returns: terminating it inside onnxruntime would abort the
+    // process); a serve task still queued for a thread is dropped by close.
+    await Promise.all(this.slots.filter((s) => Atomics.load(s.box.header, SERVING) === 1).map(async (s) => await s.served))
     await this.piscina.close({ force: true })
   }
 }

@@ -11,7 +11,9 @@
 //
 // Handshake on STATE (Int32 slot 0), one batch at a time per mailbox:
 //   EMPTY --main writes input, UNIT, ROWS, then store(TASK) + notify--> TASK
-//   TASK  --worker copies input out, runs, writes output/ERROR, store(DONE) + notify--> DONE
+//   TASK  --worker copies input out, runs, writes output/ERROR, then
+//          compareExchange(TASK->DONE) + notify--> DONE (the exchange fails
+//          only if the gateway said STOP meanwhile: the worker then returns)
 //   DONE  --main copies the result out, store(EMPTY)--> EMPTY
 //   any   --main store(STOP) + notify--> STOP: the serve task returns.
 // Each side writes the data it owns BEFORE the Atomics.store that hands the
@@ -34,6 +36,8 @@ export const UNIT = 1
 export const ROWS = 2
 /** 0 = success; otherwise the UTF-8 length of an error message stored in the output area. */
 export const ERROR_LEN = 3
+/** Set to 1 by the worker when its serve task starts (the gateway knows the mailbox has a thread). */
+export const SERVING = 4
 const HEADER_BYTES = 64
 // Float64 slots after the Int32 header: worker-measured times of the batch.
 const F64_INFERENCE_NS = 0

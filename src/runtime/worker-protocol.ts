@@ -20,6 +20,8 @@ export interface WorkerUnit {
 export interface WorkerInit {
   readonly classId: string
   readonly cpus: readonly number[]
+  /** Nice value for the worker thread (the class's `nice`). */
+  readonly nice: number
   readonly device: DeviceConfig
   readonly units: readonly WorkerUnit[]
 }
@@ -56,5 +58,7 @@ export interface PingResult {
   readonly classId: string
   /** CPUs the worker thread is allowed to run on (null when unpinned). */
   readonly affinity: readonly number[] | null
+  /** The worker thread's nice value (null when the addon is missing). */
+  readonly nice: number | null
   readonly threadId: number
 }

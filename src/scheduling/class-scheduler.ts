@@ -171,6 +171,7 @@ export class ClassScheduler {
   private scanNow = 0
   /** The class's one timer, armed to fire at `timerAt` (Infinity: none). */
   private timer: { close (): void } | null = null
+  private stopped = false
   private timerAt = Infinity
 
   constructor (pool: ClassPool, units: readonly ExecutableUnit[], admission: AdmissionTable, classSlot: number, weightOf: (flow: number) => number, batching = true, clock: SchedulerClock = realClock) {
@@ -252,7 +253,9 @@ export class ClassScheduler {
 
   /** Makes the class's timer fire no later than `at`; a no-op when it already will (the common case). */
   private arm (at: number): void {
-    if (at >= this.timerAt) return
+    // After stop() (shutdown), batches failed by the closing pool still pump:
+    // no new timer may keep the process alive for a queued deadline.
+    if (this.stopped || at >= this.timerAt) return
     this.timer?.close()
     this.timerAt = at
     this.timer = this.clock.setTimer(this.onTimer, at - this.clock.now())
@@ -444,6 +447,7 @@ export class ClassScheduler {
 
   /** Stops the class's timer (shutdown). */
   stop (): void {
+    this.stopped = true
     this.timer?.close()
     this.timer = null
     this.timerAt = Infinity
