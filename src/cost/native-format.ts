@@ -116,11 +116,14 @@ class Cursor {
 /**
  * Names and types of the columns in a Native file's first block, skipping
  * over the values (a few small reads, whatever the batch size). Types the
- * spool never writes, or a truncated file, are FW_ERR_COST_SPOOL_CORRUPT.
+ * spool never writes, or a truncated file, are FW_ERR_COST_SPOOL_CORRUPT;
+ * failures to open or read it are FW_ERR_COST_SPOOL_IO (retried).
  */
 export async function readNativeColumns (path: string): Promise<NativeColumn[]> {
   let fh: FileHandle
-  try { fh = await open(path, 'r') } catch (err) { throw new CostError('FW_ERR_COST_SPOOL_CORRUPT', path, errorText(err)) }
+  // An I/O failure (EMFILE, EIO, ...) is retried by the sink; only a file
+  // that reads but is not a Native block is corrupt (and goes to dead/).
+  try { fh = await open(path, 'r') } catch (err) { throw new CostError('FW_ERR_COST_SPOOL_IO', path, errorText(err)) }
   try {
     const c = new Cursor(fh)
     const columns = await c.varUInt()
@@ -144,7 +147,10 @@ export async function readNativeColumns (path: string): Promise<NativeColumn[]> 
     if (c.pos > (await fh.stat()).size) throw new Error('truncated')
     return out
   } catch (err) {
-    throw err instanceof CostError ? err : new CostError('FW_ERR_COST_SPOOL_CORRUPT', path, `not a Native block: ${errorText(err)}`)
+    if (err instanceof CostError) throw err
+    // System errors carry a syscall; a bad length or a short read does not.
+    if (typeof (err as NodeJS.ErrnoException).syscall === 'string') throw new CostError('FW_ERR_COST_SPOOL_IO', path, errorText(err))
+    throw new CostError('FW_ERR_COST_SPOOL_CORRUPT', path, `not a Native block: ${errorText(err)}`)
   } finally {
     await fh.close()
   }
