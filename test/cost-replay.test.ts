@@ -1,5 +1,5 @@
-// The HTTP backend with no server behind it (there is no ClickHouse server
-// here): events stay safe in the spool; `fairway cost replay` then delivers
+// The HTTP backend with no server behind it (test/cost-http.test.ts has one):
+// events stay safe in the spool; `fairway cost replay` then delivers
 // that spool into an embedded store exactly once, even when replayed twice.
 // Also: `fairway sql`, the ring and spool bounds (drops are counted and
 // logged, never silent) and one-owner rules.
