@@ -74,7 +74,7 @@ export interface BatchInfo {
   readonly cpuNs: number
   /** Service class whose worker ran the batch (differs from the job's when lent). */
   readonly ranOn: string
-  /** performance.now() when the batch left the queue. */
+  /** When the batch left the queue, on the scheduler clock (performance.now() in the server). */
   readonly dispatchedAt: number
 }
 
@@ -413,6 +413,8 @@ export class ClassScheduler {
     this.running++
     const lent = batch.owner !== this
     if (lent) batch.owner.stats.borrowedBatches++
+    // Worker busy time (lending stats, idle capacity) is wall time, not the
+    // scheduler clock: it is reported to operators, never used to schedule.
     const t0 = performance.now()
     this.pool.run({ unit: batch.unit.unit.key, rows: batch.rows, input: batch.input }).then((res) => {
       batch.owner.complete(batch, res.output, { batchRows: batch.rows, inferenceNs: res.inferenceNs, cpuNs: res.cpuNs, ranOn: this.pool.serviceClass.id, dispatchedAt: batch.dispatchedAt })
