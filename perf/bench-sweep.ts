@@ -25,11 +25,13 @@ import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs'
 import { availableParallelism, cpus } from 'node:os'
 import { join, relative } from 'node:path'
 import { parseArgs } from 'node:util'
-import { platform, ROOT, startFairway, stop } from './bench-platform.js'
+import { platform, ROOT, startBaseline, startFairway, stop } from './bench-platform.js'
 import { renderTable, runLoad, type Arrival, type Encoding, type LoadResult, type Protocol, type Scenario } from './loadgen.js'
 import { errorText, renderHtml } from './report-html.js'
 
 const USAGE = `usage: node dist/perf/bench-sweep.js [options]
+  --server S       fairway (default), or a baseline of perf/baselines/ for the same sweep:
+                   bare (uWS + onnxruntime in-process) or naive (node:http); baselines speak HTTP + JSON only
   --protocol P     http (default) or websocket
   --encoding E     json (default) or msgpack
   --arrival A      constant (default) or poisson
@@ -173,6 +175,7 @@ function machine (): string {
 async function main (): Promise<number> {
   const { values } = parseArgs({
     options: {
+      server: { type: 'string', default: 'fairway' },
       protocol: { type: 'string', default: 'http' },
       encoding: { type: 'string', default: 'json' },
       arrival: { type: 'string', default: 'constant' },
@@ -199,7 +202,9 @@ async function main (): Promise<number> {
     if (!Number.isFinite(n) || n < min) throw new Error(`bad number ${v}\n${USAGE}`)
     return n
   }
-  const { protocol, encoding, arrival } = values
+  const { protocol, encoding, arrival, server: serverName } = values
+  if (serverName !== 'fairway' && serverName !== 'bare' && serverName !== 'naive') throw new Error(`--server must be fairway, bare or naive\n${USAGE}`)
+  if (serverName !== 'fairway' && (protocol !== 'http' || encoding !== 'json')) throw new Error(`the ${serverName} baseline speaks HTTP + JSON only\n${USAGE}`)
   if (protocol !== 'http' && protocol !== 'websocket') throw new Error(`--protocol must be http or websocket\n${USAGE}`)
   if (encoding !== 'json' && encoding !== 'msgpack') throw new Error(`--encoding must be json or msgpack\n${USAGE}`)
   if (arrival !== 'constant' && arrival !== 'poisson') throw new Error(`--arrival must be constant or poisson\n${USAGE}`)
@@ -227,13 +232,13 @@ async function main (): Promise<number> {
   const configFile = join(outDir, 'sweep-platform.json')
   writeFileSync(configFile, JSON.stringify(config, null, 2) + '\n')
 
-  const server = await startFairway(configFile)
+  const server = serverName === 'fairway' ? await startFairway(configFile) : await startBaseline(serverName)
   let steps: Step[]
   const runs: Array<{ step: Step, result: LoadResult }> = []
   let target = 0
   let saturation = 0
   try {
-    process.stderr.write(`fairway at ${server.url} (pid ${server.proc.pid ?? '?'}); sweep over ${protocol} + ${encoding}, ${k.arrival} arrivals, ${k.threads} generator thread(s) x ${k.connections} connections\n`)
+    process.stderr.write(`${serverName} at ${server.url} (pid ${server.proc.pid ?? '?'}); sweep over ${protocol} + ${encoding}, ${k.arrival} arrivals, ${k.threads} generator thread(s) x ${k.connections} connections\n`)
     // A discarded step first: JIT, worker warm-up and the cost store's start
     // would otherwise be charged to the first measured step.
     await runLoad(scenario(server.url, k.start / 2, 2, 1, k), { progress: false })
@@ -261,7 +266,7 @@ async function main (): Promise<number> {
   const command = `node dist/perf/bench-sweep.js${process.argv.length > 2 ? ' ' + process.argv.slice(2).join(' ') : ''}`
   const jsonFile = join(outDir, `sweep-${stamp}.json`)
   const htmlFile = join(outDir, `sweep-${stamp}.html`)
-  writeFileSync(jsonFile, JSON.stringify({ started_at: started.toISOString(), machine: machine(), node: process.version, command, knobs: k, cost, steps, saturation, target, runs: runs.map((r) => r.step), median_p99_ms: medianP99, median_run: medianRun?.result }, null, 2) + '\n')
+  writeFileSync(jsonFile, JSON.stringify({ started_at: started.toISOString(), machine: machine(), node: process.version, command, server: serverName, knobs: k, cost, steps, saturation, target, runs: runs.map((r) => r.step), median_p99_ms: medianP99, median_run: medianRun?.result }, null, 2) + '\n')
   if (medianRun !== undefined) writeFileSync(htmlFile, renderHtml(medianRun.result))
 
   const headers = ['offered/s', 'result', '2xx/s', '2xx %', 'p50 ms', 'p99 ms', 'lag p99 ms', 'generator cores', 'errors']
@@ -274,11 +279,13 @@ async function main (): Promise<number> {
     const file = values.results ?? join(ROOT, 'perf', 'RESULTS.md')
     const section = [
       '',
-      `## Saturation sweep, ${protocol} + ${encoding} (issue #5), ${started.toISOString()}`,
+      `## Saturation sweep, ${serverName}, ${protocol} + ${encoding} (issue #5), ${started.toISOString()}`,
       '',
       `- machine: ${machine()}; Node ${process.version}; ${started.toISOString()}; load generator on the same machine`,
       `- command: \`${command}\` (perf/bench-sweep.ts)`,
-      `- server: fairway on perf/out/sweep-platform.json (perf/bench-platform.ts; tenant \`big\` without a rate limit, dynamic batching on, cost events ${cost ? 'on' : 'off'})`,
+      serverName === 'fairway'
+        ? `- server: fairway on perf/out/sweep-platform.json (perf/bench-platform.ts; tenant \`big\` without a rate limit, dynamic batching on, cost events ${cost ? 'on' : 'off'})`
+        : `- server: the ${serverName} baseline (perf/baselines/${serverName}-server.ts), no tenancy: the same sweep as fairway's, for comparison`,
       `- load: POST /v2/models/tiny-classifier/infer${protocol === 'websocket' ? ' as /v2/ws messages' : ''}, 1 row, ${encoding}, ${k.arrival} open-loop arrivals from ${k.threads} generator thread(s) x ${k.connections} ${protocol === 'websocket' ? 'WebSocket' : 'keep-alive'} connections; latency from the intended send time`,
       `- sweep: steps from ${k.start} req/s x${k.factor}, ${k.refine} bisection step(s), 1+${k.stepS} s each; pass = >=99% of intended requests 2xx and p99 <= ${k.p99Ms} ms; saturation = 2xx/s of the highest passing step`,
       '',
