@@ -302,3 +302,16 @@ t.test('capacity records: hour-truncated UTC, validated', async (t) => {
   t.throws(() => encodeCapacity([{ hour_ms: 0, pool: 'p', capacity_seconds: -1, node_cost_usd: 1 }], 'n'), { code: 'FW_ERR_COST_RECORD_INVALID' })
   t.same(dayRange('2030-01-01'), { from: '2030-01-01 00:00:00', to: '2030-01-02 00:00:00' })
 })
+
+t.test('a spool file that cannot be read is an I/O error (retried), one that is not Native is corrupt (dead-lettered)', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'fairway-native-io-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  // A directory opens but fails on read (EISDIR); a missing file fails on open.
+  await t.rejects(readNativeColumns(dir), { code: 'FW_ERR_COST_SPOOL_IO' }, 'read failure')
+  await t.rejects(readNativeColumns(join(dir, 'missing.native')), { code: 'FW_ERR_COST_SPOOL_IO' }, 'open failure')
+  const junk = join(dir, 'junk.native')
+  writeFileSync(junk, Buffer.from([3, 10, 1]))
+  await t.rejects(readNativeColumns(junk), { code: 'FW_ERR_COST_SPOOL_CORRUPT' }, 'truncated header')
+  t.equal(isPermanentInsertError(new CostError('FW_ERR_COST_SPOOL_IO', dir, 'EIO')), false, 'an I/O error is retried')
+  t.equal(isPermanentInsertError(new CostError('FW_ERR_COST_SPOOL_CORRUPT', junk, 'bad')), true, 'a corrupt file is not')
+})
