@@ -221,3 +221,15 @@ t.test('admission counts come back to zero', async (t) => {
   }
   t.equal(scheduler.queued, 0)
 })
+
+// Last: it stops the scheduler the other tests share.
+t.test('after stop() (shutdown) the scheduler arms no timer, so nothing keeps the process alive', async (t) => {
+  scheduler.stop()
+  const before = clock.armed().length
+  t.equal(before, 0, 'stop() closed the class timer')
+  // A request that would be held for the window (and so arm its end) arrives
+  // after stop, as a batch failed by a closing pool would pump again.
+  void submit(globex, 1, 900).answer
+  await turn()
+  t.same(clock.armed(), [], 'no timer armed after stop()')
+})
