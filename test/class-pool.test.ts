@@ -30,14 +30,16 @@ t.test('batches through the mailbox match the reference and report worker times'
   const spec = specFor('tiny-classifier', tiny.version.version)
   for (const rows of [1, 3, tiny.model.maxBatchSize]) {
     const x = sampleInput(64, rows, rows)
-    const res = await pool.run({ unit: tiny.key, rows, input: x })
+    // Several requests' inputs, back to back, make one batch in the mailbox.
+    const cut = Math.floor(rows / 2) * 64
+    const res = await pool.run({ unit: tiny.key, rows, parts: [{ input: x.subarray(0, cut) }, { input: x.subarray(cut) }] })
     t.ok(close(res.output, referenceForward(spec, x, rows)), `${rows} row(s): output equals the reference`)
     t.ok(res.inferenceNs > 0 && res.cpuNs > 0, 'worker-measured times are reported')
   }
   // Both workers at once, twenty rounds: every result lands in its own batch.
   for (let round = 0; round < 20; round++) {
     const xs = [sampleInput(64, 2, 100 + round), sampleInput(64, 2, 200 + round)]
-    const outs = await Promise.all(xs.map(async (x) => await pool.run({ unit: tiny.key, rows: 2, input: x })))
+    const outs = await Promise.all(xs.map(async (x) => await pool.run({ unit: tiny.key, rows: 2, parts: [{ input: x }] })))
     if (!outs.every((o, i) => close(o.output, referenceForward(spec, xs[i] as Float32Array, 2)))) {
       t.fail(`round ${round}: a concurrent result was wrong`)
       return
@@ -51,10 +53,10 @@ t.test('a batch the pool cannot take is refused with a stable code, and the pool
   t.teardown(() => pool.close())
   await pool.start()
   const rows = tiny.model.maxBatchSize * 4
-  await t.rejects(pool.run({ unit: tiny.key, rows, input: sampleInput(64, rows, 1) }), { code: 'FW_ERR_RUNTIME_INFERENCE_FAILED' }, 'oversized batch')
-  await t.rejects(pool.run({ unit: 'nope@1', rows: 1, input: sampleInput(64, 1, 1) }), { code: 'FW_ERR_RUNTIME_INFERENCE_FAILED' }, 'unknown unit')
+  await t.rejects(pool.run({ unit: tiny.key, rows, parts: [{ input: sampleInput(64, rows, 1) }] }), { code: 'FW_ERR_RUNTIME_INFERENCE_FAILED' }, 'oversized batch')
+  await t.rejects(pool.run({ unit: 'nope@1', rows: 1, parts: [{ input: sampleInput(64, 1, 1) }] }), { code: 'FW_ERR_RUNTIME_INFERENCE_FAILED' }, 'unknown unit')
   const x = sampleInput(64, 1, 5)
-  const ok = await Promise.all([pool.run({ unit: tiny.key, rows: 1, input: x }), pool.run({ unit: tiny.key, rows: 1, input: x })])
+  const ok = await Promise.all([pool.run({ unit: tiny.key, rows: 1, parts: [{ input: x }] }), pool.run({ unit: tiny.key, rows: 1, parts: [{ input: x }] })])
   t.equal(ok.length, 2, 'both mailboxes are free again after the refusals')
 })
 
@@ -62,7 +64,7 @@ t.test('close() stops the serve tasks and refuses later batches', async (t) => {
   const pool = new ClassPool(sc, units)
   await pool.start()
   await pool.close()
-  await t.rejects(pool.run({ unit: tiny.key, rows: 1, input: sampleInput(64, 1, 1) }), { code: 'FW_ERR_RUNTIME_INFERENCE_FAILED' })
+  await t.rejects(pool.run({ unit: tiny.key, rows: 1, parts: [{ input: sampleInput(64, 1, 1) }] }), { code: 'FW_ERR_RUNTIME_INFERENCE_FAILED' })
 })
 
 t.test('a worker thread that dies is replaced: its mailbox is served again, never shared by two batches', async (t) => {
@@ -74,7 +76,7 @@ t.test('a worker thread that dies is replaced: its mailbox is served again, neve
   const wants = xs.map((x) => referenceForward(spec, x, 2))
   const both = async (): Promise<Array<{ ok: boolean, code?: string }>> => await Promise.all(xs.map(async (x, i) => {
     try {
-      return { ok: close((await pool.run({ unit: tiny.key, rows: 2, input: x })).output, wants[i] as Float64Array) }
+      return { ok: close((await pool.run({ unit: tiny.key, rows: 2, parts: [{ input: x }] })).output, wants[i] as Float64Array) }
     } catch (err) {
       return { ok: false, code: (err as { code?: string }).code }
     }

@@ -110,7 +110,8 @@ async function runBatch (box: Mailbox, unit: LoadedUnit | undefined, rows: numbe
   if (unit === undefined) throw new Error(`FW_ERR_RUNTIME_INFERENCE_FAILED: unit is not loaded in class ${init.classId}`)
   const n = rows * unit.inputDim
   // onnxruntime rejects tensors over a SharedArrayBuffer: copy the batch into
-  // this unit's own buffer (a view of its first n values; no allocation).
+  // this unit's own buffer (a view of its first n values; the buffer is
+  // allocated once per unit, only the small view object per batch).
   const input = new Float32Array(unit.inputBuffer, 0, n)
   input.set(box.input.subarray(0, n))
   const t0 = performance.now()

@@ -170,13 +170,16 @@ export class ClassPool {
     const unit = this.unitSlots.get(task.unit)
     const slot = this.free.pop()
     if (slot !== undefined) slot.inFree = false
-    if (unit === undefined || slot === undefined || this.closing || task.input.length > slot.box.input.length) {
+    let values = 0
+    for (const p of task.parts) values += p.input.length
+    if (unit === undefined || slot === undefined || this.closing || values > slot.box.input.length) {
       if (slot !== undefined) this.release(slot)
       return Promise.reject(new FairwayError('FW_ERR_RUNTIME_INFERENCE_FAILED', [`class ${this.serviceClass.id} cannot take a batch of ${task.rows} row(s) of ${task.unit} now`]))
     }
     const box = slot.box
     const h = box.header
-    box.input.set(task.input)
+    let off = 0
+    for (const p of task.parts) { box.input.set(p.input, off); off += p.input.length }
     h[UNIT] = unit.index
     h[ROWS] = task.rows
     // Input, UNIT and ROWS are written; this store hands the mailbox over.

@@ -29,8 +29,11 @@ export interface WorkerInit {
 export interface InferTask {
   readonly unit: string
   readonly rows: number
-  /** rows × inputDim values, row-major; copied into the worker's mailbox. */
-  readonly input: Float32Array
+  /**
+   * The batch's rows × inputDim values, row-major, as consecutive parts (the
+   * requests' own inputs), copied once into the worker's mailbox.
+   */
+  readonly parts: ReadonlyArray<{ readonly input: Float32Array }>
 }
 
 export interface PingTask {

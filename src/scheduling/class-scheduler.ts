@@ -104,12 +104,10 @@ interface Batch {
   readonly unit: UnitState
   readonly jobs: Job[]
   readonly rows: number
-  readonly input: Float32Array
 }
 
 interface UnitState {
   readonly unit: ExecutableUnit
-  readonly inputDim: number
   /** The model's maxBatchSize. */
   readonly maxRows: number
   /** Rows of this unit queued now: "is the batch full" without walking the queue. */
@@ -181,7 +179,7 @@ export class ClassScheduler {
     this.admission = admission
     this.classSlot = classSlot
     this.queue = new FairQueue<Job>(weightOf)
-    for (const unit of units) this.units.set(unit.key, { unit, inputDim: unit.model.input.shape[1] ?? 0, maxRows: unit.model.maxBatchSize, queuedRows: 0, usPerRow: INITIAL_US_PER_ROW })
+    for (const unit of units) this.units.set(unit.key, { unit, maxRows: unit.model.maxBatchSize, queuedRows: 0, usPerRow: INITIAL_US_PER_ROW })
     this.windowed = batching && units.some((u) => u.model.maxQueueDelayUs > 0)
   }
 
@@ -400,12 +398,11 @@ export class ClassScheduler {
       jobs.push(next)
       rows += next.rows
     }
-    const input = new Float32Array(rows * unit.inputDim)
-    let off = 0
-    for (const job of jobs) { input.set(job.input, off); off += job.input.length }
     this.stats.batches++
     this.stats.rows += rows
-    return { owner: this, dispatchedAt: now, unit, jobs, rows, input }
+    // The jobs' inputs are copied once, by the pool, straight into the
+    // worker's mailbox: no batch buffer here.
+    return { owner: this, dispatchedAt: now, unit, jobs, rows }
   }
 
   /** Runs a batch (own or borrowed) on this class's pool. */
@@ -416,7 +413,7 @@ export class ClassScheduler {
     // Worker busy time (lending stats, idle capacity) is wall time, not the
     // scheduler clock: it is reported to operators, never used to schedule.
     const t0 = performance.now()
-    this.pool.run({ unit: batch.unit.unit.key, rows: batch.rows, input: batch.input }).then((res) => {
+    this.pool.run({ unit: batch.unit.unit.key, rows: batch.rows, parts: batch.jobs }).then((res) => {
       batch.owner.complete(batch, res.output, { batchRows: batch.rows, inferenceNs: res.inferenceNs, cpuNs: res.cpuNs, ranOn: this.pool.serviceClass.id, dispatchedAt: batch.dispatchedAt })
     }, (err: unknown) => {
       const e = workerError(err, 'FW_ERR_RUNTIME_INFERENCE_FAILED')
