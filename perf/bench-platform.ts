@@ -4,7 +4,9 @@
 // start and stop a real fairway on it as a child process.
 
 import { spawn, type ChildProcess } from 'node:child_process'
-import { dirname, join } from 'node:path'
+import { appendFileSync } from 'node:fs'
+import { availableParallelism, cpus } from 'node:os'
+import { dirname, join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { hashApiKey } from '../src/control-plane/api-keys.js'
 import { packageRoot } from '../src/runtime/affinity.js'
@@ -103,3 +105,21 @@ export async function stop (s: Server): Promise<void> {
   await done
 }
 
+/** CPU model and core count, for the header of every benchmark's results. */
+export function machine (): string {
+  return `${cpus()[0]?.model ?? 'unknown CPU'}, ${availableParallelism()} cores, ${process.platform} ${process.arch}`
+}
+
+/** Appends a benchmark's section to a results file (perf/RESULTS.md) and says where. */
+export function appendResults (file: string, section: string): void {
+  appendFileSync(file, section)
+  console.log(`appended to ${relative(process.cwd(), file)}`)
+}
+
+/** Runs a benchmark's main(): its return value is the exit code; an error is printed, exit code 1. */
+export function runMain (main: () => Promise<number>): void {
+  main().then((code) => { process.exitCode = code }, (err: unknown) => {
+    console.error(err instanceof Error ? err.message : err)
+    process.exitCode = 1
+  })
+}

@@ -21,11 +21,10 @@
 //
 // Run: node dist/perf/bench-sweep.js [--protocol http|websocket] [--encoding json|msgpack] [--help]
 
-import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs'
-import { availableParallelism, cpus } from 'node:os'
+import { mkdirSync, writeFileSync } from 'node:fs'
 import { join, relative } from 'node:path'
 import { parseArgs } from 'node:util'
-import { platform, ROOT, startBaseline, startFairway, stop } from './bench-platform.js'
+import { appendResults, machine, platform, ROOT, runMain, startBaseline, startFairway, stop } from './bench-platform.js'
 import { renderTable, runLoad, type Arrival, type Encoding, type LoadResult, type Protocol, type Scenario } from './loadgen.js'
 import { errorText, renderHtml } from './report-html.js'
 
@@ -168,10 +167,6 @@ function f2 (x: number): string {
 }
 
 /** CPU model (os.cpus() reads /proc/cpuinfo's "model name" on Linux) and the cores this process may use. */
-function machine (): string {
-  return `${cpus()[0]?.model ?? 'unknown CPU'}, ${availableParallelism()} cores, ${process.platform} ${process.arch}`
-}
-
 async function main (): Promise<number> {
   const { values } = parseArgs({
     options: {
@@ -296,13 +291,9 @@ async function main (): Promise<number> {
       `Saturation **${saturation.toFixed(0)} req/s**. ${headline.replace(/median ([\d.]+) ms/, 'median **$1 ms**')}.`,
       '',
     ].join('\n')
-    appendFileSync(file, section)
-    console.log(`appended to ${relative(process.cwd(), file)}`)
+    appendResults(file, section)
   }
   return 0
 }
 
-main().then((code) => { process.exitCode = code }, (err: unknown) => {
-  console.error(err instanceof Error ? err.message : err)
-  process.exitCode = 1
-})
+runMain(main)

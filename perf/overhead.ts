@@ -19,12 +19,11 @@
 // Run: npm run bench:overhead   (node dist/perf/overhead.js [--long] [--help])
 
 import { execFileSync, type ChildProcess } from 'node:child_process'
-import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { cpus } from 'node:os'
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { dirname, join, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { BASELINE_MODEL, ROOT, spawnServer, startBaseline } from './bench-platform.js'
+import { appendResults, BASELINE_MODEL, machine, ROOT, runMain, spawnServer, startBaseline } from './bench-platform.js'
 import { renderTable, runLoad, type LoadResult, type Scenario } from './loadgen.js'
 
 const USAGE = `usage: node dist/perf/overhead.js [options]
@@ -460,16 +459,6 @@ function markdownTable (headers: string[], rows: string[][]): string {
   return [`| ${headers.join(' | ')} |`, `|${headers.map((_, i) => i === 0 ? '---' : '---:').join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n')
 }
 
-function machine (): string {
-  let model = cpus()[0]?.model ?? 'unknown CPU'
-  try {
-    const m = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))
-    if (m !== null) model = (m[1] as string).trim()
-  } catch {}
-  let cores = cpus().length
-  try { cores = Number(execFileSync('nproc', { encoding: 'utf8' }).trim()) || cores } catch {}
-  return `${model}, ${cores} cores (nproc), ${process.platform} ${process.arch}`
-}
 
 async function main (): Promise<number> {
   const { values } = parseArgs({
@@ -578,13 +567,9 @@ async function main (): Promise<number> {
       ...steps,
       '',
     ].join('\n')
-    appendFileSync(file, section)
-    console.log(`appended to ${relative(process.cwd(), file)}`)
+    appendResults(file, section)
   }
   return 0
 }
 
-main().then((code) => { process.exitCode = code }, (err: unknown) => {
-  console.error(err instanceof Error ? err.message : err)
-  process.exitCode = 1
-})
+runMain(main)
