@@ -11,7 +11,7 @@ import { build, type Histogram } from 'hdr-histogram-js'
 import { mulberry32 } from '../scripts/model-specs.js'
 
 export type Arrival = 'constant' | 'poisson'
-/** 'http': one POST per request (undici); 'websocket': one message per request on /v2/ws (ws). */
+/** 'http': one POST per request (perf/http-client.ts); 'websocket': one message per request on /v2/ws (ws). */
 export type Protocol = 'http' | 'websocket'
 export type Encoding = 'json' | 'msgpack'
 
@@ -59,7 +59,7 @@ export interface Scenario {
   warmup_s?: number
   /** Generator worker threads; each owns 1/threads of every flow's rate and its own connections. */
   threads?: number
-  /** Keep-alive connections per worker thread (undici Pool size). */
+  /** Keep-alive HTTP connections per worker thread. */
   connections?: number
   /** Per-request timeout; a request without a response by then counts as a transport error 'timeout'. */
   timeout_ms?: number

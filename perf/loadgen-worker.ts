@@ -6,8 +6,10 @@
 // and their latency includes the lateness, so a stall shows up in every
 // request it delayed (no coordinated omission).
 //
-// Transports: HTTP through one undici Pool shared by every http flow; each
-// websocket flow has its own connections (the key is bound at upgrade).
+// Transports: HTTP through one keep-alive client (perf/http-client.ts) shared
+// by every http flow; each websocket flow has its own connections (the key is
+// bound at upgrade). Send times come from a sub-millisecond clock
+// (perf/send-clock.ts), not Node's millisecond timers.
 //
 // Reports: a progress delta once a second, and at the end per-flow counters,
 // hdr histograms and per-second timelines (compressed base64) that the main
@@ -16,12 +18,13 @@
 import { parentPort, workerData } from 'node:worker_threads'
 import { encodeIntoCompressedBase64, type Histogram } from 'hdr-histogram-js'
 import { Packr } from 'msgpackr'
-import { Pool, type Dispatcher } from 'undici'
 import WebSocket from 'ws'
 import {
   ArrivalSchedule, newCounters, newHistogram, nowMs, SAMPLE_FIELDS, WS_ID_PLACEHOLDER, WS_MAX_INFLIGHT,
   type FlowCounters, type MainMessage, type WorkerFlow, type WorkerFlowResult, type WorkerInit, type WorkerMessage,
 } from './loadgen-common.js'
+import { encodePost, HttpClient, type HttpExchange } from './http-client.js'
+import { SendClock } from './send-clock.js'
 
 interface FlowState {
   readonly spec: WorkerFlow
@@ -42,7 +45,7 @@ interface FlowState {
 
 /** Sends the requests of one or more flows; every request is completed exactly once (complete()). */
 interface Transport {
-  /** Connects before the run starts (websocket); HTTP connects lazily. */
+  /** Connects before the run starts. */
   open (): Promise<void>
   send (req: InFlight): void
   close (): Promise<void>
@@ -72,7 +75,7 @@ function us (ms: number): number {
   return Math.max(1, Math.round(ms * 1000))
 }
 
-/** One outstanding request; the HTTP subclass is also its undici dispatch handler. */
+/** One outstanding request; the HTTP subclass is also its HTTP client exchange. */
 class InFlight {
   done = false
   /** When the request was written to a connection (0 until then). */
@@ -86,44 +89,22 @@ class InFlight {
   }
 }
 
-class HttpInFlight extends InFlight implements Dispatcher.DispatchHandlers {
-  private status = 0
-  private code = ''
-  private abortFn: ((err?: Error) => void) | null = null
-
-  onConnect (abort: (err?: Error) => void): void {
-    if (this.done) { abort(); return }
-    this.abortFn = abort
+class HttpInFlight extends InFlight implements HttpExchange {
+  onWire (): void {
     this.wire = nowMs()
   }
 
-  onHeaders (statusCode: number, headers: Buffer[]): boolean {
-    if (statusCode < 200) return true
-    this.status = statusCode
-    if (statusCode >= 300) {
-      for (let i = 0; i + 1 < headers.length; i += 2) {
-        const name = (headers[i] as Buffer).toString('latin1').toLowerCase()
-        if (name === 'x-fairway-error-code') { this.code = (headers[i + 1] as Buffer).toString('latin1'); break }
-      }
-    }
-    return true
+  onResponse (status: number, errorCode: string): void {
+    complete(this, status, errorCode, null)
   }
 
-  onData (): boolean {
-    return true
-  }
-
-  onComplete (): void {
-    complete(this, this.status, this.code, null)
-  }
-
-  onError (err: Error): void {
-    complete(this, 0, '', (err as { code?: string }).code ?? err.name)
+  onError (code: string): void {
+    complete(this, 0, '', code)
   }
 
   override expire (): void {
     super.expire()
-    if (this.abortFn !== null) this.abortFn()
+    httpTransport?.client.abandon(this)
   }
 }
 
@@ -185,37 +166,26 @@ function complete (req: InFlight, status: number, code: string, transportError: 
 }
 
 class HttpTransport implements Transport {
-  private readonly pool: Pool
-  /** Per flow index: undici's flat header list and the body, built on first use. */
-  private readonly prepared: Array<{ headers: string[], body: string | Buffer }> = []
+  readonly client = new HttpClient(init.origin, init.connections)
+  /** Per flow index: the whole request (head and body), encoded on first use. */
+  private readonly prepared: Buffer[] = []
 
-  constructor () {
-    this.pool = new Pool(init.origin, {
-      connections: init.connections,
-      pipelining: 1,
-      keepAliveTimeout: 60_000,
-      keepAliveMaxTimeout: 600_000,
-      // Our own sweep enforces the timeout from the intended send time;
-      // these only keep undici from giving up first.
-      headersTimeout: init.timeoutMs * 2,
-      bodyTimeout: init.timeoutMs * 2,
-    })
+  async open (): Promise<void> {
+    await this.client.open()
   }
-
-  async open (): Promise<void> {}
 
   send (req: InFlight): void {
     const f = req.flow
-    let h = this.prepared[f.spec.index]
-    if (h === undefined) {
-      h = { headers: Object.entries(f.spec.headers).flat(), body: typeof f.spec.body === 'string' ? f.spec.body : Buffer.from(f.spec.body) }
-      this.prepared[f.spec.index] = h
+    let bytes = this.prepared[f.spec.index]
+    if (bytes === undefined) {
+      bytes = encodePost(new URL(init.origin).host, f.spec.path, f.spec.headers, f.spec.body)
+      this.prepared[f.spec.index] = bytes
     }
-    this.pool.dispatch({ path: f.spec.path, method: 'POST', headers: h.headers, body: h.body }, req as HttpInFlight)
+    this.client.send(bytes, req as HttpInFlight)
   }
 
   async close (): Promise<void> {
-    await this.pool.destroy()
+    this.client.close()
   }
 }
 
@@ -439,10 +409,9 @@ function fire (f: FlowState, intended: number): void {
   f.transport.send(req)
 }
 
-let timer: NodeJS.Timeout | null = null
+const clock = new SendClock(tick)
 
 function tick (): void {
-  timer = null
   const rel = nowMs() - startAt
   let next = Infinity
   for (const f of flows) {
@@ -459,11 +428,9 @@ function tick (): void {
     if (inflight === 0) finish()
     return
   }
-  // Timers have millisecond granularity; round up so nothing is sent early.
-  // Lateness is measured (send_lag) and included in latency.
-  const delay = startAt + next - nowMs()
-  if (delay <= 0) setImmediate(tick)
-  else timer = setTimeout(tick, Math.ceil(delay))
+  // Nothing is sent early; lateness (the clock's slack, a busy event loop)
+  // is measured (send_lag) and included in latency.
+  clock.at(startAt + next)
 }
 
 let progressTimer: NodeJS.Timeout | null = null
@@ -487,7 +454,7 @@ function timelineOf (f: FlowState): WorkerFlowResult['timeline'] {
 function finish (): void {
   if (finished) return
   finished = true
-  if (timer !== null) clearTimeout(timer)
+  clock.stop()
   if (progressTimer !== null) clearInterval(progressTimer)
   if (sweepTimer !== null) clearInterval(sweepTimer)
   reportProgress()
@@ -518,7 +485,7 @@ port.on('message', (m: MainMessage) => {
   }, first)
 })
 
-// Websocket connections are opened (or refused) before the run starts, so
+// Connections are opened (or refused) before the run starts, so
 // connection setup is not charged to the first messages.
 Promise.all(transports.map((t) => t.open())).then(
   () => { port.postMessage({ type: 'ready' } satisfies WorkerMessage) },
