@@ -1,14 +1,19 @@
 // Work-conserving lending between classes, and the operator metrics that
 // report it: idle reserved capacity serves a busy class, a dedicated class
-// lends to nobody, and /metrics is for operators only.
+// lends to nobody, the owner's own work takes a lent worker back at the next
+// batch, and /metrics is for operators only.
 
 import t from 'tap'
 import { call, demoRaw, inferBody, KEYS, start } from './helpers/server.js'
 import { referenceForward, sampleInput, specFor } from './helpers/reference.js'
 
 const raw = demoRaw()
-// The shared class lends its idle worker to the heavy class.
+// The shared class lends its idle worker to the heavy class, and only the
+// shared class's own worker serves shared work (nobody lends to shared), so
+// what serves a shared request here is that one worker.
 raw.serviceClasses.shared.lendTo = ['heavy']
+raw.serviceClasses.premium_shared.lendTo = ['semi_isolated']
+raw.serviceClasses.semi_isolated.lendTo = ['premium_shared']
 const { server, url } = await start(raw)
 t.teardown(() => server.close())
 const ADMIN = 'fw_demo_admin'
@@ -34,6 +39,49 @@ t.test('a busy class borrows an idle class\'s worker; results stay correct', asy
   // Shared, having lent its worker, still serves its own tenants.
   const own = await call(url, '/v2/models/tiny-classifier/infer', { key: KEYS.globex, body: inferBody('input', 1, 64, sampleInput(64, 1, 1)) })
   t.equal(own.status, 200)
+})
+
+t.test('own work takes a lent worker back at the next batch, ahead of the borrower\'s queue', async (t) => {
+  const heavy = server.schedulers.get('heavy')
+  const shared = server.schedulers.get('shared')
+  if (heavy === undefined || shared === undefined) throw new Error('classes missing')
+  const tick = async (): Promise<void> => { await new Promise((resolve) => setImmediate(resolve)) }
+  // What shared's pool runs, in order: the unit of every batch it is given.
+  const pool = (shared as unknown as { pool: { run: (task: { unit: string }) => Promise<unknown> } }).pool
+  const run = pool.run.bind(pool)
+  let ran: string[] = []
+  pool.run = async (task) => { ran.push(task.unit); return await run(task) }
+  t.teardown(() => { pool.run = run })
+  const x = sampleInput(128, 8, 5)
+  const input = sampleInput(64, 1, 9)
+  // The premise, checked rather than assumed from timings: shared's own
+  // request is queued while its only worker is still out on loan and heavy
+  // still has batches waiting. Lent batches end (and lentBusyMs grows) on
+  // this thread, so a synchronous check sees a consistent state. A machine
+  // too slow for the premise tries again.
+  for (let attempt = 1; ; attempt++) {
+    const before = heavy.stats.borrowedBatches
+    ran = []
+    // Six 8-row heavy batches: heavy's worker takes one, shared's idle worker
+    // a second, four stay queued in heavy.
+    const heavyReplies = Array.from({ length: 6 }, async () => await call(url, '/v2/models/heavy-encoder/infer', { key: KEYS.acme, body: inferBody('input', 8, 128, x) }))
+    while (heavy.stats.borrowedBatches === before) await tick()
+    const lentMs = shared.stats.lentBusyMs
+    const ownReply = call(url, '/v2/models/tiny-classifier/infer', { key: KEYS.globex, body: inferBody('input', 1, 64, input) })
+    while (shared.queued === 0 && shared.stats.lentBusyMs === lentMs) await tick()
+    const premise = shared.queued > 0 && shared.stats.lentBusyMs === lentMs && heavy.queued > 0
+    const own = await ownReply
+    const rest = await Promise.all(heavyReplies)
+    t.same(rest.map((r) => r.status), [200, 200, 200, 200, 200, 200])
+    t.equal(own.status, 200)
+    if (!premise && attempt < 5) continue
+    t.ok(premise, `attempt ${attempt}: own request queued while the lent batch ran and heavy was backlogged`)
+    const want = referenceForward(specFor('tiny-classifier', '1'), input, 1)
+    t.ok((own.json.outputs[0].data as number[]).every((v, i) => Math.abs(v - (want[i] as number)) < 1e-5), 'own result matches the reference')
+    t.same(ran.slice(0, 2).map((u) => u.split('@')[0]), ['heavy-encoder', 'tiny-classifier'], `shared's worker ran its own request right after the lent batch (then: ${ran.slice(2).join(', ')})`)
+    t.ok(heavy.stats.borrowedBatches - before > 1, `then lent it again while heavy had work (${heavy.stats.borrowedBatches - before} lent batches)`)
+    break
+  }
 })
 
 t.test('/metrics needs an admin token and reports tenants, reasons and lending', async (t) => {
