@@ -14,6 +14,7 @@
 // time by the caller).
 
 import { connect, type Socket } from 'node:net'
+import { performance } from 'node:perf_hooks'
 
 /** The caller's side of one request; exactly one of onResponse / onError is called, once. */
 export interface HttpExchange {
@@ -41,6 +42,14 @@ const CRLFCRLF = Buffer.from('\r\n\r\n', 'latin1')
 const CONTENT_LENGTH = /\r\ncontent-length:[ \t]*(\d+)/i
 const ERROR_CODE = /\r\nx-fairway-error-code:[ \t]*([^\r\n]*)/i
 const CHUNKED = /\r\ntransfer-encoding:[ \t]*chunked/i
+const CONNECTION_CLOSE = /\r\nconnection:[ \t]*close/i
+const STATUS_LINE = /^HTTP\/1\.[01] (\d{3})/
+/**
+ * A connection idle this long is reopened before its next request: servers
+ * drop idle keep-alive sockets (node:http after 5 s), and a request written
+ * as the server closes would fail though the server never saw it.
+ */
+const IDLE_REOPEN_MS = 4000
 
 class Connection {
   private socket: Socket | null = null
@@ -55,6 +64,10 @@ class Connection {
   /** Chunked body: bodyLeft counts the current chunk (and its CRLF). */
   private chunked = false
   private lastChunk = false
+  /** The server said `connection: close`: reopen after this response. */
+  private closeAfter = false
+  /** performance.now() when the last response ended (or the socket opened). */
+  private lastUsed = 0
 
   constructor (private readonly pool: HttpClient) {}
 
@@ -70,6 +83,7 @@ class Connection {
   private connectSocket (): Socket {
     const s = connect({ host: this.pool.host, port: this.pool.port, noDelay: true })
     this.socket = s
+    this.lastUsed = performance.now()
     let error = 'socket_closed'
     s.on('error', (err: NodeJS.ErrnoException) => { error = err.code ?? err.name })
     s.on('data', (chunk: Buffer) => { this.onData(chunk) })
@@ -85,7 +99,9 @@ class Connection {
 
   send (request: Buffer, ex: HttpExchange): void {
     this.current = ex
-    // After a close, reconnect: net.Socket holds the write until connected.
+    if (this.socket !== null && (!this.socket.writable || performance.now() - this.lastUsed > IDLE_REOPEN_MS)) this.destroy()
+    // Closed or stale: reconnect. net.Socket holds the write until connected,
+    // so a reconnect's connect time is part of this request's service time.
     const s = this.socket ?? this.connectSocket()
     ex.onWire()
     s.write(request)
@@ -117,6 +133,7 @@ class Connection {
     this.code = ''
     this.chunked = false
     this.lastChunk = false
+    this.closeAfter = false
   }
 
   private onData (chunk: Buffer): void {
@@ -129,12 +146,18 @@ class Connection {
         // Responses are small and headers are read once: a latin1 string and
         // three regexes cost ~1 µs, far below a socket read.
         const head = buf.toString('latin1', 0, end)
-        this.status = Number(head.slice(9, 12))
+        const status = STATUS_LINE.exec(head)
+        if (status === null) { this.protocolError('http_bad_status_line'); return }
+        this.status = Number(status[1])
+        buf = buf.subarray(end + 4)
+        // 1xx (100 Continue): an interim head without a body; the final
+        // response follows on the same connection.
+        if (this.status < 200) { this.status = 0; continue }
+        this.closeAfter = CONNECTION_CLOSE.test(head)
         this.code = this.status >= 300 ? (ERROR_CODE.exec(head)?.[1] ?? '') : ''
         this.chunked = CHUNKED.test(head)
         const len = CONTENT_LENGTH.exec(head)
         this.bodyLeft = this.chunked ? 0 : len === null ? 0 : Number(len[1])
-        buf = buf.subarray(end + 4)
       }
       if (this.bodyLeft === 0 && this.chunked && !this.lastChunk) {
         // Chunked body (node:http without a content-length): a hex size
@@ -142,7 +165,9 @@ class Connection {
         const eol = buf.indexOf(CRLF)
         if (eol < 0) { this.pending = buf; return }
         const size = parseInt(buf.toString('latin1', 0, eol), 16)
-        if (Number.isNaN(size)) { this.protocolError('http_bad_chunk'); return }
+        // Trailers after the last chunk are not parsed: refuse rather than
+        // let them be read as the next response.
+        if (Number.isNaN(size) || (size === 0 && buf.length >= eol + 4 && buf.toString('latin1', eol + 2, eol + 4) !== '\r\n')) { this.protocolError('http_bad_chunk'); return }
         this.lastChunk = size === 0
         this.bodyLeft = size + 2
         buf = buf.subarray(eol + 2)
@@ -154,11 +179,15 @@ class Connection {
       const ex = this.current
       const status = this.status
       const code = this.code
+      const close = this.closeAfter
       this.reset()
       if (ex === null) { this.protocolError('http_unexpected_response'); return }
       this.current = null
+      this.lastUsed = performance.now()
+      if (close) this.destroy()
       ex.onResponse(status, code)
       this.pool.released(this)
+      if (close) return
     }
   }
 
@@ -183,7 +212,8 @@ export class HttpClient {
   readonly port: number
   private readonly idle: Connection[] = []
   private readonly all: Connection[] = []
-  private waiting: Array<{ request: Buffer, ex: HttpExchange }> = []
+  /** Requests waiting for a connection, FIFO from waitHead; null = abandoned (timed out). */
+  private waiting: Array<{ request: Buffer, ex: HttpExchange } | null> = []
   private waitHead = 0
   private closed = false
 
@@ -214,9 +244,11 @@ export class HttpClient {
   /** Called by a connection whose request ended: it takes the next waiting request or goes idle. */
   released (c: Connection): void {
     if (this.closed) return
-    if (this.waitHead < this.waiting.length) {
-      const next = this.waiting[this.waitHead++] as { request: Buffer, ex: HttpExchange }
-      if (this.waitHead === this.waiting.length) { this.waiting = []; this.waitHead = 0 }
+    while (this.waitHead < this.waiting.length) {
+      const next = this.waiting[this.waitHead]
+      this.waiting[this.waitHead++] = null
+      this.compact()
+      if (next === null || next === undefined) continue
       c.send(next.request, next.ex)
       return
     }
@@ -225,14 +257,24 @@ export class HttpClient {
 
   /**
    * Forgets a request the caller timed out, waiting or on a connection (whose
-   * socket is then dropped and reopened for the next request). Timeouts are
-   * rare, so a linear search is fine here.
+   * socket is then dropped and reopened for the next request). The search is
+   * linear, but timeouts expire oldest first, which is the waiting head.
    */
   abandon (ex: HttpExchange): void {
     for (let i = this.waitHead; i < this.waiting.length; i++) {
-      if (this.waiting[i]?.ex === ex) { this.waiting.splice(i, 1); return }
+      if (this.waiting[i]?.ex === ex) {
+        // Timeouts hit the oldest first, usually the head: skip it, no shifting.
+        this.waiting[i] = null
+        if (i === this.waitHead) { this.waitHead++; this.compact() }
+        return
+      }
     }
     for (const c of this.all) if (c.abandon(ex)) return
+  }
+
+  /** Drops the consumed head of the waiting queue once it is most of the array. */
+  private compact (): void {
+    if (this.waitHead === this.waiting.length) { this.waiting = []; this.waitHead = 0 } else if (this.waitHead > 4096 && this.waitHead * 2 > this.waiting.length) { this.waiting = this.waiting.slice(this.waitHead); this.waitHead = 0 }
   }
 
   close (): void {

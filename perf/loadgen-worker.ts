@@ -481,7 +481,7 @@ port.on('message', (m: MainMessage) => {
   setTimeout(() => {
     progressTimer = setInterval(reportProgress, 1000)
     sweepTimer = setInterval(sweep, Math.min(100, Math.max(10, init.timeoutMs / 10)))
-    tick()
+    clock.at(startAt)
   }, first)
 })
 

@@ -87,6 +87,8 @@ export class SendClock {
   stop (): void {
     this.stopped = true
     Atomics.store(this.i32, STOP, 1)
+    // Also move ARM, so a helper about to wait on the old value returns at once.
+    Atomics.add(this.i32, ARM, 1)
     Atomics.notify(this.i32, ARM)
   }
 }

@@ -14,6 +14,7 @@ const raw = demoRaw()
 raw.serviceClasses.shared.lendTo = ['heavy']
 raw.serviceClasses.premium_shared.lendTo = ['semi_isolated']
 raw.serviceClasses.semi_isolated.lendTo = ['premium_shared']
+raw.serviceClasses.heavy.lendTo = []
 const { server, url } = await start(raw)
 t.teardown(() => server.close())
 const ADMIN = 'fw_demo_admin'
@@ -45,7 +46,14 @@ t.test('own work takes a lent worker back at the next batch, ahead of the borrow
   const heavy = server.schedulers.get('heavy')
   const shared = server.schedulers.get('shared')
   if (heavy === undefined || shared === undefined) throw new Error('classes missing')
-  const tick = async (): Promise<void> => { await new Promise((resolve) => setImmediate(resolve)) }
+  /** Waits, a turn of the event loop at a time, until `cond` holds; fails after 30 s. */
+  const until = async (cond: () => boolean, what: string): Promise<void> => {
+    const giveUp = Date.now() + 30_000
+    while (!cond()) {
+      if (Date.now() > giveUp) throw new Error(`timed out waiting until ${what}`)
+      await new Promise((resolve) => setImmediate(resolve))
+    }
+  }
   // What shared's pool runs, in order: the unit of every batch it is given.
   const pool = (shared as unknown as { pool: { run: (task: { unit: string }) => Promise<unknown> } }).pool
   const run = pool.run.bind(pool)
@@ -65,10 +73,10 @@ t.test('own work takes a lent worker back at the next batch, ahead of the borrow
     // Six 8-row heavy batches: heavy's worker takes one, shared's idle worker
     // a second, four stay queued in heavy.
     const heavyReplies = Array.from({ length: 6 }, async () => await call(url, '/v2/models/heavy-encoder/infer', { key: KEYS.acme, body: inferBody('input', 8, 128, x) }))
-    while (heavy.stats.borrowedBatches === before) await tick()
+    await until(() => heavy.stats.borrowedBatches > before, 'shared lends its worker to heavy')
     const lentMs = shared.stats.lentBusyMs
     const ownReply = call(url, '/v2/models/tiny-classifier/infer', { key: KEYS.globex, body: inferBody('input', 1, 64, input) })
-    while (shared.queued === 0 && shared.stats.lentBusyMs === lentMs) await tick()
+    await until(() => shared.queued > 0 || shared.stats.lentBusyMs !== lentMs, 'the own request is queued or the lent batch ended')
     const premise = shared.queued > 0 && shared.stats.lentBusyMs === lentMs && heavy.queued > 0
     const own = await ownReply
     const rest = await Promise.all(heavyReplies)
