@@ -1,9 +1,9 @@
 // Work-conserving lending between classes, and the operator metrics that
 // report it: idle reserved capacity serves a busy class, a dedicated class
-// lends to nobody, the owner's own work takes a lent worker back at the next
-// batch, and /metrics is for operators only.
+// lends to nobody, only full batches are lent, the owner's own work takes a
+// lent worker back at the next batch, and /metrics is for operators only.
 
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { call, demoRaw, inferBody, KEYS, start } from './helpers/server.js'
 import { referenceForward, sampleInput, specFor } from './helpers/reference.js'
 
@@ -18,6 +18,25 @@ raw.serviceClasses.heavy.lendTo = []
 const { server, url } = await start(raw)
 t.teardown(() => server.close())
 const ADMIN = 'fw_demo_admin'
+
+/** Waits, a turn of the event loop at a time, until `cond` holds; fails after 30 s. */
+async function until (cond: () => boolean, what: string): Promise<void> {
+  const giveUp = Date.now() + 30_000
+  while (!cond()) {
+    if (Date.now() > giveUp) throw new Error(`timed out waiting until ${what}`)
+    await new Promise((resolve) => setImmediate(resolve))
+  }
+}
+
+/** Records the unit of every batch a class's pool is given, in order. */
+function spyOnPool (t: Test, cls: unknown): { ran: string[] } {
+  const pool = (cls as { pool: { run: (task: { unit: string }) => Promise<unknown> } }).pool
+  const run = pool.run.bind(pool)
+  const log = { ran: [] as string[] }
+  pool.run = async (task) => { log.ran.push(task.unit); return await run(task) }
+  t.teardown(() => { pool.run = run })
+  return log
+}
 
 t.test('a busy class borrows an idle class\'s worker; results stay correct', async (t) => {
   const heavy = server.schedulers.get('heavy')
@@ -46,20 +65,8 @@ t.test('own work takes a lent worker back at the next batch, ahead of the borrow
   const heavy = server.schedulers.get('heavy')
   const shared = server.schedulers.get('shared')
   if (heavy === undefined || shared === undefined) throw new Error('classes missing')
-  /** Waits, a turn of the event loop at a time, until `cond` holds; fails after 30 s. */
-  const until = async (cond: () => boolean, what: string): Promise<void> => {
-    const giveUp = Date.now() + 30_000
-    while (!cond()) {
-      if (Date.now() > giveUp) throw new Error(`timed out waiting until ${what}`)
-      await new Promise((resolve) => setImmediate(resolve))
-    }
-  }
   // What shared's pool runs, in order: the unit of every batch it is given.
-  const pool = (shared as unknown as { pool: { run: (task: { unit: string }) => Promise<unknown> } }).pool
-  const run = pool.run.bind(pool)
-  let ran: string[] = []
-  pool.run = async (task) => { ran.push(task.unit); return await run(task) }
-  t.teardown(() => { pool.run = run })
+  const log = spyOnPool(t, shared)
   const x = sampleInput(128, 8, 5)
   const input = sampleInput(64, 1, 9)
   // The premise, checked rather than assumed from timings: shared's own
@@ -69,7 +76,7 @@ t.test('own work takes a lent worker back at the next batch, ahead of the borrow
   // too slow for the premise tries again.
   for (let attempt = 1; ; attempt++) {
     const before = heavy.stats.borrowedBatches
-    ran = []
+    log.ran = []
     // Six 8-row heavy batches: heavy's worker takes one, shared's idle worker
     // a second, four stay queued in heavy.
     const heavyReplies = Array.from({ length: 6 }, async () => await call(url, '/v2/models/heavy-encoder/infer', { key: KEYS.acme, body: inferBody('input', 8, 128, x) }))
@@ -86,10 +93,31 @@ t.test('own work takes a lent worker back at the next batch, ahead of the borrow
     t.ok(premise, `attempt ${attempt}: own request queued while the lent batch ran and heavy was backlogged`)
     const want = referenceForward(specFor('tiny-classifier', '1'), input, 1)
     t.ok((own.json.outputs[0].data as number[]).every((v, i) => Math.abs(v - (want[i] as number)) < 1e-5), 'own result matches the reference')
-    t.same(ran.slice(0, 2).map((u) => u.split('@')[0]), ['heavy-encoder', 'tiny-classifier'], `shared's worker ran its own request right after the lent batch (then: ${ran.slice(2).join(', ')})`)
+    t.same(log.ran.slice(0, 2).map((u) => u.split('@')[0]), ['heavy-encoder', 'tiny-classifier'], `shared's worker ran its own request right after the lent batch (then: ${log.ran.slice(2).join(', ')})`)
     t.ok(heavy.stats.borrowedBatches - before > 1, `then lent it again while heavy had work (${heavy.stats.borrowedBatches - before} lent batches)`)
     break
   }
+})
+
+t.test('a part-filled batch is not lent: it waits for the borrower\'s own worker', async (t) => {
+  const heavy = server.schedulers.get('heavy')
+  const shared = server.schedulers.get('shared')
+  if (heavy === undefined || shared === undefined) throw new Error('classes missing')
+  const log = spyOnPool(t, shared)
+  // heavy-encoder batches hold 8 rows. An 8-row request occupies heavy's own
+  // worker; a 4-row one then queues behind it: half a batch, so shared's idle
+  // worker must leave it alone.
+  const full = call(url, '/v2/models/heavy-encoder/infer', { key: KEYS.acme, body: inferBody('input', 8, 128, sampleInput(128, 8, 31)) })
+  await until(() => heavy.busyWorkers === 1, 'heavy runs the full batch')
+  const x = sampleInput(128, 4, 32)
+  const half = call(url, '/v2/models/heavy-encoder/infer', { key: KEYS.acme, body: inferBody('input', 4, 128, x) })
+  await until(() => heavy.queued === 1 || heavy.busyWorkers === 0, 'the half batch is queued or heavy\'s worker is free')
+  t.ok(heavy.queued === 1 && heavy.busyWorkers === 1, 'premise: the half batch queued while heavy\'s only worker was busy')
+  const [a, b] = await Promise.all([full, half])
+  t.same([a.status, b.status], [200, 200])
+  const want = referenceForward(specFor('heavy-encoder', '1'), x, 4)
+  t.ok((b.json.outputs[0].data as number[]).every((v, i) => Math.abs(v - (want[i] as number)) < 1e-4 + 1e-3 * Math.abs(want[i] as number)), 'half batch output matches the reference')
+  t.same(log.ran, [], 'shared\'s idle worker ran nothing: the half batch went to heavy\'s own worker')
 })
 
 t.test('/metrics needs an admin token and reports tenants, reasons and lending', async (t) => {
