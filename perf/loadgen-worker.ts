@@ -18,13 +18,13 @@
 import { parentPort, workerData } from 'node:worker_threads'
 import { encodeIntoCompressedBase64, type Histogram } from 'hdr-histogram-js'
 import { Packr } from 'msgpackr'
-import WebSocket from 'ws'
 import {
   ArrivalSchedule, newCounters, newHistogram, nowMs, SAMPLE_FIELDS, WS_ID_PLACEHOLDER, WS_MAX_INFLIGHT,
   type FlowCounters, type MainMessage, type WorkerFlow, type WorkerFlowResult, type WorkerInit, type WorkerMessage,
 } from './loadgen-common.js'
 import { encodePost, HttpClient, type HttpExchange } from './http-client.js'
 import { SendClock } from './send-clock.js'
+import { WsConnection } from './ws-client.js'
 
 interface FlowState {
   readonly spec: WorkerFlow
@@ -195,7 +195,7 @@ const unpackr = new Packr({ useRecords: false })
 interface WsReply { id?: unknown, code?: unknown, status?: unknown }
 
 interface WsConn {
-  readonly ws: WebSocket
+  readonly ws: WsConnection
   open: boolean
   /** Messages the server has not answered yet (expired ones included: the server still counts them). */
   readonly pending: Map<string, InFlight>
@@ -234,30 +234,21 @@ class WsTransport implements Transport {
   }
 
   /** Resolves when the connection is open or has failed (a failure is recorded, not thrown). */
-  private connect (url: string): Promise<void> {
-    return new Promise((resolve) => {
-      const ws = new WebSocket(url, { headers: this.flow.headers, perMessageDeflate: false })
-      const c: WsConn = { ws, open: false, pending: new Map() }
-      let refused = false
-      ws.once('open', () => {
-        c.open = true
-        this.conns.push(c)
-        resolve()
-      })
-      ws.once('unexpected-response', (req, res) => {
-        const code = res.headers['x-fairway-error-code']
-        refused = true
-        this.failure = { status: res.statusCode ?? 0, code: typeof code === 'string' ? code : '', transport: null }
-        req.destroy()
-        resolve()
-      })
-      ws.on('error', (err: Error & { code?: string }) => {
-        if (!c.open && !refused) this.failure = { status: 0, code: '', transport: err.code ?? err.name }
-        resolve()
-      })
-      ws.on('message', (data: Buffer, isBinary: boolean) => { this.onReply(c, data, isBinary) })
-      ws.once('close', (code: number) => { this.onClose(c, code) })
-    })
+  private async connect (url: string): Promise<void> {
+    const c: WsConn = {
+      ws: new WsConnection({ onMessage: (data, binary) => { this.onReply(c, data, binary) }, onClose: (code) => { this.onClose(c, code) } }),
+      open: false,
+      pending: new Map(),
+    }
+    try {
+      const refused = await c.ws.open(url, this.flow.headers)
+      if (refused !== null) { this.failure = { status: refused.status, code: refused.code, transport: null }; return }
+      c.open = true
+      this.conns.push(c)
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException
+      this.failure = { status: 0, code: '', transport: e.code ?? e.name }
+    }
   }
 
   send (req: InFlight): void {
@@ -298,7 +289,7 @@ class WsTransport implements Transport {
     msg.write(id, this.flow.idOffset, 'latin1')
     c.pending.set(id, req)
     req.wire = nowMs()
-    c.ws.send(msg, { binary: this.binary })
+    c.ws.send(msg, this.binary)
   }
 
   private onReply (c: WsConn, data: Buffer, isBinary: boolean): void {
