@@ -11,7 +11,7 @@ import { build, type Histogram } from 'hdr-histogram-js'
 import { mulberry32 } from '../scripts/model-specs.js'
 
 export type Arrival = 'constant' | 'poisson'
-/** 'http': one POST per request (perf/http-client.ts); 'websocket': one message per request on /v2/ws (ws). */
+/** 'http': one POST per request (perf/http-client.ts); 'websocket': one message per request on /v2/ws (perf/ws-client.ts). */
 export type Protocol = 'http' | 'websocket'
 export type Encoding = 'json' | 'msgpack'
 
