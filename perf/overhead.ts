@@ -41,6 +41,10 @@ const USAGE = `usage: node dist/perf/overhead.js [options]
   --connections N       keep-alive connections per generator thread (default 64)
   --max-noise CORES     repeat a measurement when other processes used more CPU than this (default 0.2)
   --retries N           repeats per measurement for noise (default 1)
+  --rounds N            run the whole list of servers N times, interleaved (bare, naive, ..., bare,
+                        naive, ...), and report each server's round with the median CPU per request
+                        (default 1). The VM's own noise drifts over minutes, invisible to the noise
+                        guard; interleaving puts every server through the same drift.
   --fairway-config FILE config for fairway (default: its demo platform)
   --key KEY             fairway API key (default acme's demo key)
   --raise-tenant-limits run fairway on a copy of its config with every tenant's ratePerSecond and
@@ -203,6 +207,7 @@ interface Knobs {
   /** Cores other processes may use during a measurement before it is repeated. */
   maxNoise: number
   retries: number
+  rounds: number
 }
 
 function scenarioFor (url: string, key: string | undefined, rate: number, durationS: number, warmupS: number, k: Knobs, t: Transport): Scenario {
@@ -476,6 +481,7 @@ async function main (): Promise<number> {
       connections: { type: 'string' },
       'max-noise': { type: 'string' },
       retries: { type: 'string' },
+      rounds: { type: 'string' },
       'fairway-config': { type: 'string' },
       'raise-tenant-limits': { type: 'boolean', default: false },
       key: { type: 'string' },
@@ -509,6 +515,7 @@ async function main (): Promise<number> {
     connections: num(values.connections, 64),
     maxNoise: num(values['max-noise'], 0.2),
     retries: values.retries === '0' ? 0 : num(values.retries, 1),
+    rounds: Math.floor(num(values.rounds, 1)),
   }
   const servers = values.servers.split(',').map((s) => s.trim()) as ServerName[]
   for (const s of servers) if (!SERVER_NAMES.includes(s)) throw new Error(`unknown server ${s}\n${USAGE}`)
@@ -519,8 +526,13 @@ async function main (): Promise<number> {
 
   const started = new Date()
   const t0 = Date.now()
-  const results: ServerResult[] = []
-  for (const s of servers) results.push(await benchServer(s, k, fairwayConfig, key))
+  const rounds: ServerResult[][] = servers.map(() => [])
+  for (let round = 1; round <= k.rounds; round++) {
+    if (k.rounds > 1) console.log(`\n== round ${round} of ${k.rounds}`)
+    for (const [i, s] of servers.entries()) rounds[i]?.push(await benchServer(s, k, fairwayConfig, key))
+  }
+  // Each server's round with the median CPU per request stands for it.
+  const results = rounds.map((rs) => [...rs].sort((a, b) => a.fixed.cpu_us_per_request - b.fixed.cpu_us_per_request)[Math.floor((rs.length - 1) / 2)] as ServerResult)
   const elapsed = (Date.now() - t0) / 1000
 
   const { headers, rows } = tableRows(results)
@@ -532,6 +544,9 @@ async function main (): Promise<number> {
     `fixed rate: ${k.fixedRate} req/s, ${k.fixedDuration} s after ${k.fixedWarmup} s warmup; latency from intended send time; CPU = server utime+stime (/proc/<pid>/stat, all threads) / responses`,
     `saturation: steps from ${k.sweepStart} req/s x${k.sweepFactor}, ${k.refine} bisection step(s), ${k.stepWarmup}+${k.stepDuration} s each; pass = >=99% of intended requests 2xx and p99 <= ${k.p99Ms} ms`,
     `noise guard: a measurement during which other processes used > ${k.maxNoise} cores is repeated (up to ${k.retries} times) after the machine quietens`,
+    ...(k.rounds > 1
+      ? [`rounds: ${k.rounds}, servers interleaved; each row is the server's round with the median CPU per request. All rounds: ${servers.map((s, i) => `${s} CPU us/req ${(rounds[i] ?? []).map((r) => r.fixed.cpu_us_per_request.toFixed(1)).join(' / ')}, saturation ${(rounds[i] ?? []).map((r) => r.saturation_rate).join(' / ')}`).join('; ')}`]
+      : []),
   ]
   console.log('\n' + setup.join('\n'))
   console.log(renderTable(headers, rows))
