@@ -22,7 +22,7 @@ import { join } from 'node:path'
 import { Packr } from 'msgpackr'
 import { Pool } from 'undici'
 import WebSocket from 'ws'
-import { platform, ROOT, startBaseline, startFairway, stop, type Server } from './bench-platform.js'
+import { machine, platform, ROOT, startBaseline, startFairway, stop, type Server } from './bench-platform.js'
 
 const KEY = 'fw_bench_big'
 const CLK_TCK = Number(execSync('getconf CLK_TCK').toString().trim()) || 100
@@ -194,7 +194,7 @@ try {
 const base = rows[0]
 const out: string[] = []
 out.push(`\n## Protocols (issue #5), ${new Date().toISOString()}`, '')
-out.push('- machine: Intel(R) Xeon(R) Processor, 2 vCPUs; Node ' + process.version + '; client in the same process tree on the same machine')
+out.push(`- machine: ${machine()}; Node ${process.version}; client in the same process tree on the same machine`)
 out.push('- command: `npm run build && npm run bench:protocols` (perf/bench-protocols.ts); fairway on perf/out/protocols-platform.json (tenant without limits, dynamic batching on, cost events on)')
 out.push('- saturation: closed loop, 128 outstanding over HTTP (128 connections), 256 over WebSocket (4 connections x 64); CPU: server utime+stime / answered requests at a paced 3,000 req/s for 8 s', '')
 const naive = baselines[1]
