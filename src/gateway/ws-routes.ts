@@ -15,6 +15,13 @@
 //     closeOnBackpressureLimit).
 // So one connection holds at most MAX_INFLIGHT × maxBodyBytes of input plus
 // HARD_BACKPRESSURE of output, whatever the client does.
+//
+// Replies are coalesced: a reply joins its connection's outbox, and one
+// microtask per turn sends every outbox inside one cork per connection. A
+// batch's completions run in one synchronous loop, so its replies to one
+// connection leave in one write instead of one write (a syscall and a wake-up
+// of the reader) each: at WebSocket saturation the per-message send was the
+// gateway's largest cost (~15 µs of its ~25 µs per message, CPU profile).
 
 import { performance } from 'node:perf_hooks'
 import type { TemplatedApp, WebSocket } from '@trufflesuite/uws-js-unofficial'
@@ -40,6 +47,10 @@ interface Conn {
   closed: boolean
   /** Messages that arrived while output was over the soft limit. */
   readonly parked: Array<{ bytes: Buffer, binary: boolean, arrived: number }>
+  /** Replies not sent yet (flushed by the next microtask), their frame types and bytes. */
+  readonly outbox: Array<string | Buffer>
+  readonly outboxBinary: boolean[]
+  outboxBytes: number
 }
 
 export interface WsHandle {
@@ -51,10 +62,34 @@ export function registerWebSocket (app: TemplatedApp, registry: TenantRegistry, 
   const sockets = new Set<WebSocket<Conn>>()
   const maxPayload = registry.config.server.maxBodyBytes
 
+  // Connections with a non-empty outbox, and their state (read before the
+  // socket: a closed uWS socket throws on any access).
+  const flushing: Array<{ ws: WebSocket<Conn>, c: Conn }> = []
+  const flush = (): void => {
+    for (const { ws, c } of flushing) {
+      if (!c.closed) {
+        ws.cork(() => {
+          for (let i = 0; i < c.outbox.length; i++) ws.send(c.outbox[i] as string | Buffer, c.outboxBinary[i] === true)
+        })
+      }
+      c.outbox.length = 0
+      c.outboxBinary.length = 0
+      c.outboxBytes = 0
+    }
+    flushing.length = 0
+  }
+
   const reply = (ws: WebSocket<Conn>, binary: boolean, value: Record<string, unknown>): void => {
     const c = ws.getUserData()
     if (c.closed) return
-    ws.cork(() => { ws.send(binary ? encodeMsgpack(value) : JSON.stringify(value), binary) })
+    const data = binary ? encodeMsgpack(value) : JSON.stringify(value)
+    if (c.outbox.length === 0) {
+      if (flushing.length === 0) queueMicrotask(flush)
+      flushing.push({ ws, c })
+    }
+    c.outbox.push(data)
+    c.outboxBinary.push(binary)
+    c.outboxBytes += data.length
   }
 
   const replyError = (ws: WebSocket<Conn>, binary: boolean, id: string | null, err: unknown): void => {
@@ -117,7 +152,7 @@ export function registerWebSocket (app: TemplatedApp, registry: TenantRegistry, 
 
   const resumeParked = (ws: WebSocket<Conn>): void => {
     const c = ws.getUserData()
-    while (c.parked.length > 0 && ws.getBufferedAmount() < SOFT_BACKPRESSURE) {
+    while (c.parked.length > 0 && ws.getBufferedAmount() + c.outboxBytes < SOFT_BACKPRESSURE) {
       const p = c.parked.shift()
       if (p === undefined) break
       c.inflight-- // parked messages were counted in flight
@@ -144,7 +179,7 @@ export function registerWebSocket (app: TemplatedApp, registry: TenantRegistry, 
         sendError(ex, err, true)
         return
       }
-      res.upgrade<Conn>({ tenant, inflight: 0, closed: false, parked: [] }, key, protocol, extensions, context)
+      res.upgrade<Conn>({ tenant, inflight: 0, closed: false, parked: [], outbox: [], outboxBinary: [], outboxBytes: 0 }, key, protocol, extensions, context)
     },
     open: (ws) => { sockets.add(ws) },
     message: (ws, message, isBinary) => {
