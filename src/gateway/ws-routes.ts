@@ -65,10 +65,15 @@ export function registerWebSocket (app: TemplatedApp, registry: TenantRegistry, 
   const maxPayload = registry.config.server.maxBodyBytes
 
   // Connections with a non-empty outbox, and their state (read before the
-  // socket: a closed uWS socket throws on any access).
-  const flushing: Array<{ ws: WebSocket<Conn>, c: Conn }> = []
+  // socket: a closed uWS socket throws on any access). Parallel arrays,
+  // reused every turn: nothing is allocated per reply (a flush allocates only
+  // the cork callback per connection).
+  const flushingWs: Array<WebSocket<Conn>> = []
+  const flushingConn: Conn[] = []
   const flush = (): void => {
-    for (const { ws, c } of flushing) {
+    for (let k = 0; k < flushingConn.length; k++) {
+      const c = flushingConn[k] as Conn
+      const ws = flushingWs[k] as WebSocket<Conn>
       if (!c.closed) {
         ws.cork(() => {
           for (let i = 0; i < c.outbox.length; i++) ws.send(c.outbox[i] as string | Buffer, c.outboxBinary[i] === true)
@@ -78,7 +83,8 @@ export function registerWebSocket (app: TemplatedApp, registry: TenantRegistry, 
       c.outboxBinary.length = 0
       c.outboxBytes = 0
     }
-    flushing.length = 0
+    flushingWs.length = 0
+    flushingConn.length = 0
   }
 
   const reply = (ws: WebSocket<Conn>, binary: boolean, value: Record<string, unknown>): void => {
@@ -86,8 +92,9 @@ export function registerWebSocket (app: TemplatedApp, registry: TenantRegistry, 
     if (c.closed) return
     const data = binary ? encodeMsgpack(value) : JSON.stringify(value)
     if (c.outbox.length === 0) {
-      if (flushing.length === 0) queueMicrotask(flush)
-      flushing.push({ ws, c })
+      if (flushingConn.length === 0) queueMicrotask(flush)
+      flushingWs.push(ws)
+      flushingConn.push(c)
     }
     c.outbox.push(data)
     c.outboxBinary.push(binary)
