@@ -181,14 +181,17 @@ t.test('a request is not held past its deadline minus the batch estimate', async
 t.test('expired jobs never run: answered by the class timer, or at dispatch', async (t) => {
   const before = { ...scheduler.stats }
   // The class timer fires late (Node timers can): the deadline has passed by
-  // the time it runs, so it answers 504 instead of dispatching.
+  // the time it runs, so it answers 504 instead of dispatching. The deadline
+  // (40 ms) stays well above the hold's margin of a full batch's estimated
+  // time, which comes from REAL measured batches: a slow one on a loaded
+  // machine must not end the hold at once (a 5 ms deadline did, in CI).
   const start = clock.now()
-  const late = submit(globex, 1, 500, 5)
+  const late = submit(globex, 1, 500, 40)
   await turn()
   const [at] = clock.armed()
-  t.ok(at !== undefined && at < start + 5, 'held, the timer armed before the 5 ms deadline')
-  clock.t = start + 10
-  clock.advanceTo(start + 10)
+  t.ok(at !== undefined && at < start + 40, 'held, the timer armed before the 40 ms deadline')
+  clock.t = start + 60
+  clock.advanceTo(start + 60)
   const rl = await late.answer
   t.equal(rl.err?.code, 'FW_ERR_DEADLINE_EXCEEDED', 'answered 504 by the timer')
   t.equal(rl.err?.reason, 'deadline_exceeded')
@@ -198,9 +201,9 @@ t.test('expired jobs never run: answered by the class timer, or at dispatch', as
   // The deadline passes before any timer fires; the next dispatch (an
   // arrival that is never held) finds the job expired and leaves it out.
   const start2 = clock.now()
-  const late2 = submit(globex, 1, 501, 5)
+  const late2 = submit(globex, 1, 501, 40)
   await turn()
-  clock.t = start2 + 10
+  clock.t = start2 + 60
   const next = submit(initech, 1, 502)
   await turn()
   const [rl2, rn] = await settled([late2.answer, next.answer])
@@ -210,7 +213,7 @@ t.test('expired jobs never run: answered by the class timer, or at dispatch', as
   t.equal(scheduler.stats.expired, before.expired + 2)
   t.equal(scheduler.stats.batches, before.batches + 1)
   t.equal(scheduler.stats.rows, before.rows + 1, 'the expired requests never ran')
-  clock.advanceTo(start2 + 20) // the stale timer fires on an empty queue: nothing happens
+  clock.advanceTo(start2 + 80) // the stale timer fires on an empty queue: nothing happens
   t.same(clock.armed(), [], 'and no timer is left armed')
 })
 
