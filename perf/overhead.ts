@@ -27,8 +27,14 @@ import { appendResults, BASELINE_MODEL, machine, ROOT, runMain, spawnServer, sta
 import { renderTable, runLoad, type LoadResult, type Scenario } from './loadgen.js'
 
 const USAGE = `usage: node dist/perf/overhead.js [options]
-  --servers LIST        comma-separated, from bare,naive,fairway,fairway-ws (default: bare,naive,fairway;
-                        fairway-ws = fairway over WebSocket + MessagePack)
+  --servers LIST        comma-separated, from bare,naive,fairway,fairway-ws,fairway-window (default:
+                        bare,naive,fairway; fairway-ws = fairway over WebSocket + MessagePack;
+                        fairway-window = fairway over HTTP + JSON with a batching window on the
+                        tiny model, see --window-us)
+  --window-us N         fairway-window's maxQueueDelayUs for tiny-classifier (default 2000): a free
+                        worker waits up to this long for more rows, so at low rates several
+                        requests share one dispatch and its cross-thread wake-ups, at the price
+                        of about that much added latency
   --fixed-rate N        req/s for the CPU and latency measurement (default 2000)
   --fixed-duration S    measured seconds at the fixed rate (default 10)
   --step-duration S     measured seconds per saturation step (default 3)
@@ -56,12 +62,12 @@ const USAGE = `usage: node dist/perf/overhead.js [options]
   --no-results          do not write RESULTS.md
   --json FILE           full results (default perf/out/overhead-<time>.json)`
 
-type ServerName = 'bare' | 'naive' | 'fairway' | 'fairway-ws'
-const SERVER_NAMES: readonly ServerName[] = ['bare', 'naive', 'fairway', 'fairway-ws']
+type ServerName = 'bare' | 'naive' | 'fairway' | 'fairway-ws' | 'fairway-window'
+const SERVER_NAMES: readonly ServerName[] = ['bare', 'naive', 'fairway', 'fairway-ws', 'fairway-window']
 
 /** How the load reaches a server: fairway-ws is fairway over WebSocket + MessagePack. */
 interface Transport { protocol: 'http' | 'websocket', encoding: 'json' | 'msgpack' }
-const isFairway = (name: ServerName): boolean => name === 'fairway' || name === 'fairway-ws'
+const isFairway = (name: ServerName): boolean => name.startsWith('fairway')
 const transportOf = (name: ServerName): Transport => name === 'fairway-ws' ? { protocol: 'websocket', encoding: 'msgpack' } : { protocol: 'http', encoding: 'json' }
 
 interface Step {
@@ -158,9 +164,13 @@ interface Running {
   output: string[]
 }
 
-async function startServer (name: ServerName, fairwayConfig: string | undefined): Promise<Running> {
+/** Fairway's config files: `window` is the copy fairway-window runs on (see windowConfig). */
+interface FairwayConfigs { main: string | undefined, window: string }
+
+async function startServer (name: ServerName, configs: FairwayConfigs): Promise<Running> {
+  const config = name === 'fairway-window' ? configs.window : configs.main
   const s = isFairway(name)
-    ? await spawnServer([...process.execArgv, join(ROOT, 'bin', 'fairway.js'), 'start', '--port', '0', ...(fairwayConfig === undefined ? [] : ['--config', fairwayConfig])], name)
+    ? await spawnServer([...process.execArgv, join(ROOT, 'bin', 'fairway.js'), 'start', '--port', '0', ...(config === undefined ? [] : ['--config', config])], name)
     : await startBaseline(name === 'bare' ? 'bare' : 'naive')
   if (s.proc.pid === undefined) throw new Error(`${name}: no pid`)
   return { child: s.proc, pid: s.proc.pid, url: s.url, output: s.output }
@@ -208,6 +218,8 @@ interface Knobs {
   maxNoise: number
   retries: number
   rounds: number
+  /** fairway-window's batching window on tiny-classifier, µs. */
+  windowUs: number
 }
 
 function scenarioFor (url: string, key: string | undefined, rate: number, durationS: number, warmupS: number, k: Knobs, t: Transport): Scenario {
@@ -351,9 +363,9 @@ async function saturation (pid: number, url: string, key: string | undefined, k:
   return steps
 }
 
-async function benchServer (name: ServerName, k: Knobs, fairwayConfig: string | undefined, key: string): Promise<ServerResult> {
+async function benchServer (name: ServerName, k: Knobs, configs: FairwayConfigs, key: string): Promise<ServerResult> {
   process.stderr.write(`\n${name}: starting\n`)
-  const srv = await startServer(name, fairwayConfig)
+  const srv = await startServer(name, configs)
   try {
     const k2 = isFairway(name) ? key : undefined
     await smokeTest(name, srv.url, k2)
@@ -397,10 +409,11 @@ async function benchServer (name: ServerName, k: Knobs, fairwayConfig: string | 
     const above = steps.filter((s) => !s.pass && s.rate > sat)
     // (errors lists both "HTTP 429" and its code: count the codes, transport errors and drops only.)
     const capped = above.length > 0 && above.every((s) => (s.errors.FW_ERR_ADMISSION_TENANT_RATE ?? 0) > 0.5 * Object.entries(s.errors).filter(([e]) => !e.startsWith('HTTP ')).reduce((a, [, n]) => a + n, 0))
-    const raised = fairwayConfig !== undefined && fairwayConfig.endsWith('fairway-raised-limits.json')
+    const raised = configs.main !== undefined && configs.main.endsWith('fairway-raised-limits.json')
+    const names: Partial<Record<ServerName, string>> = { bare: 'bare (baseline)', 'fairway-ws': 'fairway WebSocket+MessagePack', 'fairway-window': `fairway, batching window ${k.windowUs} µs` }
     return {
       server: name,
-      label: name === 'bare' ? 'bare (baseline)' : `${name === 'fairway-ws' ? 'fairway WebSocket+MessagePack' : name}${isFairway(name) && raised ? ' (tenant rate limits raised)' : ''}`,
+      label: `${names[name] ?? name}${isFairway(name) && raised ? ' (tenant rate limits raised)' : ''}`,
       capped_by: capped ? 'tenant rate limit (429 FW_ERR_ADMISSION_TENANT_RATE)' : null,
       saturation_noisy: above.some((s) => s.noisy),
       pid: srv.pid,
@@ -429,6 +442,23 @@ function raisedLimitsConfig (file: string): string {
     t.limits.queueDepth = Math.max(t.limits.queueDepth ?? 0, 4096)
   }
   const out = join(ROOT, 'perf', 'out', 'fairway-raised-limits.json')
+  mkdirSync(dirname(out), { recursive: true })
+  writeFileSync(out, JSON.stringify(raw, null, 2) + '\n')
+  return out
+}
+
+/**
+ * A copy of fairway's config (the demo platform when none) in which
+ * tiny-classifier has a batching window of `windowUs`; returns its path.
+ */
+function windowConfig (file: string | undefined, windowUs: number): string {
+  const from = file ?? join(ROOT, 'config', 'demo-platform.json')
+  const raw = JSON.parse(readFileSync(from, 'utf8')) as { modelRepository?: string, models?: Record<string, { batching?: Record<string, number> }> }
+  raw.modelRepository = resolve(dirname(from), raw.modelRepository ?? 'models')
+  const model = raw.models?.['tiny-classifier']
+  if (model === undefined) throw new Error(`${from} has no tiny-classifier model for fairway-window`)
+  model.batching = { ...model.batching, maxQueueDelayUs: windowUs }
+  const out = join(ROOT, 'perf', 'out', 'fairway-window.json')
   mkdirSync(dirname(out), { recursive: true })
   writeFileSync(out, JSON.stringify(raw, null, 2) + '\n')
   return out
@@ -482,6 +512,7 @@ async function main (): Promise<number> {
       'max-noise': { type: 'string' },
       retries: { type: 'string' },
       rounds: { type: 'string' },
+      'window-us': { type: 'string' },
       'fairway-config': { type: 'string' },
       'raise-tenant-limits': { type: 'boolean', default: false },
       key: { type: 'string' },
@@ -516,6 +547,7 @@ async function main (): Promise<number> {
     maxNoise: num(values['max-noise'], 0.2),
     retries: values.retries === '0' ? 0 : num(values.retries, 1),
     rounds: Math.floor(num(values.rounds, 1)),
+    windowUs: Math.floor(num(values['window-us'], 2000)),
   }
   const servers = values.servers.split(',').map((s) => s.trim()) as ServerName[]
   for (const s of servers) if (!SERVER_NAMES.includes(s)) throw new Error(`unknown server ${s}\n${USAGE}`)
@@ -523,13 +555,14 @@ async function main (): Promise<number> {
   let fairwayConfig = values['fairway-config'] === undefined ? undefined : resolve(values['fairway-config'])
   if (values['raise-tenant-limits']) fairwayConfig = raisedLimitsConfig(fairwayConfig ?? join(ROOT, 'config', 'demo-platform.json'))
   const key = values.key ?? DEMO_KEY
+  const configs: FairwayConfigs = { main: fairwayConfig, window: windowConfig(fairwayConfig, k.windowUs) }
 
   const started = new Date()
   const t0 = Date.now()
   const rounds: ServerResult[][] = servers.map(() => [])
   for (let round = 1; round <= k.rounds; round++) {
     if (k.rounds > 1) console.log(`\n== round ${round} of ${k.rounds}`)
-    for (const [i, s] of servers.entries()) rounds[i]?.push(await benchServer(s, k, fairwayConfig, key))
+    for (const [i, s] of servers.entries()) rounds[i]?.push(await benchServer(s, k, configs, key))
   }
   // Each server's round with the median CPU per request stands for it.
   const results = rounds.map((rs) => [...rs].sort((a, b) => a.fixed.cpu_us_per_request - b.fixed.cpu_us_per_request)[Math.floor((rs.length - 1) / 2)] as ServerResult)
@@ -540,7 +573,7 @@ async function main (): Promise<number> {
   const setup = [
     `machine: ${machine()}; Node ${process.version}; ${started.toISOString()}; took ${elapsed.toFixed(0)} s`,
     `command: ${command}`,
-    `load: POST /v2/models/tiny-classifier/infer, 1 row, JSON, constant-rate open loop from ${k.threads} generator thread(s) x ${k.connections} connections on the same machine (fairway-ws: WebSocket + MessagePack, 4 connections per thread)${servers.some(isFairway) ? `; fairway tenant key ${key === DEMO_KEY ? 'acme (demo)' : '(custom)'}, config ${fairwayConfig ?? 'demo platform'}` : ''}`,
+    `load: POST /v2/models/tiny-classifier/infer, 1 row, JSON, constant-rate open loop from ${k.threads} generator thread(s) x ${k.connections} connections on the same machine (fairway-ws: WebSocket + MessagePack, 4 connections per thread)${servers.some(isFairway) ? `; fairway tenant key ${key === DEMO_KEY ? 'acme (demo)' : '(custom)'}, config ${fairwayConfig ?? 'demo platform'}` : ''}${servers.includes('fairway-window') ? `; fairway-window: ${relative(ROOT, configs.window)} (tiny-classifier maxQueueDelayUs ${k.windowUs})` : ''}`,
     `fixed rate: ${k.fixedRate} req/s, ${k.fixedDuration} s after ${k.fixedWarmup} s warmup; latency from intended send time; CPU = server utime+stime (/proc/<pid>/stat, all threads) / responses`,
     `saturation: steps from ${k.sweepStart} req/s x${k.sweepFactor}, ${k.refine} bisection step(s), ${k.stepWarmup}+${k.stepDuration} s each; pass = >=99% of intended requests 2xx and p99 <= ${k.p99Ms} ms`,
     `noise guard: a measurement during which other processes used > ${k.maxNoise} cores is repeated (up to ${k.retries} times) after the machine quietens`,
