@@ -26,10 +26,10 @@ function tenant (key: string, models: Record<string, string>, limits: Limits, we
  * The benchmark platform: light work on CPU 1, heavy work on CPU 0, no lending
  * (isolation is what is measured). `gatewayCpus` pins the gateway thread.
  */
-export function platform (gatewayCpus: number[] | undefined, costEvents: boolean): Record<string, unknown> {
+export function platform (gatewayCpus: number[] | undefined, costEvents: boolean, backgroundNice?: number): Record<string, unknown> {
   const generous: Limits = { concurrency: 10_000, ratePerSecond: 0, burst: 1, queueDepth: 200, timeoutMs: 30_000 }
   return {
-    server: { host: '127.0.0.1', port: 0, ...(gatewayCpus === undefined ? {} : { cpus: gatewayCpus }) },
+    server: { host: '127.0.0.1', port: 0, ...(gatewayCpus === undefined ? {} : { cpus: gatewayCpus }), ...(backgroundNice === undefined ? {} : { backgroundNice }) },
     admin: { tokens: [`sha256:${hashApiKey(ADMIN)}`] },
     modelRepository: join(ROOT, 'models'),
     pricing: { version: 'bench', perComputeSecondUsd: { '*': 0.0001 }, perRequestUsd: 0, nodeCostPerHourUsd: 0.2 },

@@ -20,6 +20,7 @@ import { GatewayMetrics } from './telemetry/metrics.js'
 import { CapacityReporter } from './telemetry/capacity-reporter.js'
 import { CostRecorder } from './gateway/cost-recorder.js'
 import { CostPipeline } from './cost/index.js'
+import { BackgroundNice } from './runtime/background-nice.js'
 
 export interface StartOptions {
   readonly config: PlatformConfig
@@ -93,6 +94,15 @@ export async function startServer (opts: StartOptions): Promise<RunningServer> {
     throw err
   }
 
+  // Workers are running and have named themselves: from now on, every other
+  // thread of the process is background work. Needs the addon (workers name
+  // themselves through it); without it nothing could tell them apart.
+  let background: BackgroundNice | null = null
+  if (affinity !== null && opts.config.server.backgroundNice > 0) {
+    background = new BackgroundNice(opts.config.server.backgroundNice)
+    background.start()
+  }
+
   const state: GatewayState = { ready: false, draining: false }
   const app = uws.App()
   const metrics = new GatewayMetrics()
@@ -119,6 +129,7 @@ export async function startServer (opts: StartOptions): Promise<RunningServer> {
     app.listen(host, wantPort, (s) => { resolve(s) })
   })
   if (listenSocket === false) {
+    background?.stop()
     await capacity?.stop()
     await cost?.close()
     await Promise.all(pools.map((p) => p.close()))
@@ -138,6 +149,7 @@ export async function startServer (opts: StartOptions): Promise<RunningServer> {
       while (admission.totalInflight() > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 5))
       ws.closeAll()
       clearInterval(refresher)
+      background?.stop()
       for (const s of schedulers.values()) s.stop()
       await Promise.all(pools.map((p) => p.close()))
       // Last: every answered request has emitted its event; close flushes

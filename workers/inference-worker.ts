@@ -8,6 +8,7 @@ import { performance } from 'node:perf_hooks'
 import { workerData } from 'piscina'
 import * as ort from 'onnxruntime-node'
 import { loadAffinity } from '../src/runtime/affinity.js'
+import { WORKER_THREAD_PREFIX } from '../src/runtime/background-nice.js'
 import { ERROR_LEN, Mailbox, ROWS, SERVING, STATE, State, UNIT } from '../src/runtime/mailbox.js'
 import type { PingResult, PingTask, ServeTask, WorkerInit } from '../src/runtime/worker-protocol.js'
 
@@ -17,6 +18,8 @@ const affinity = loadAffinity()
 let pinned: number[] | null = null
 let nice: number | null = null
 if (affinity !== null) {
+  // First: the gateway's background-nice sweep leaves threads so named alone.
+  affinity.setThreadName(`${WORKER_THREAD_PREFIX}${init.classId}`)
   affinity.setThreadAffinity(init.cpus)
   pinned = affinity.getThreadAffinity()
   // Also before the sessions: threads onnxruntime starts inherit it.

@@ -174,6 +174,26 @@ static napi_value GetThreadNice(napi_env env, napi_callback_info) {
   return v;
 }
 
+// setThreadName(name): the calling thread's name (pthread_setname_np; what
+// /proc/<pid>/task/<tid>/comm and top -H show), cut to the kernel's 15
+// bytes. Inference workers name themselves "fw:<class>": the gateway's
+// background-nice sweep (src/runtime/background-nice.ts) tells them apart
+// from the process's other threads by that name.
+static napi_value SetThreadName(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  char name[16];
+  size_t len = 0;
+  if (argc < 1 || napi_get_value_string_utf8(env, argv[0], name, sizeof name, &len) != napi_ok) {
+    napi_throw_type_error(env, "ERR_FAIRWAY_THREAD_NAME", "setThreadName expects a string");
+    return nullptr;
+  }
+  int err = pthread_setname_np(pthread_self(), name);
+  if (err != 0) return ThrowErrno(env, "pthread_setname_np", err);
+  return nullptr;
+}
+
 NAPI_MODULE_INIT() {
   const napi_property_descriptor props[] = {
     {"setThreadAffinity", nullptr, SetThreadAffinity, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
@@ -182,6 +202,7 @@ NAPI_MODULE_INIT() {
     {"threadCpuTimeNs", nullptr, ThreadCpuTimeNs, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
     {"setThreadNice", nullptr, SetThreadNice, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
     {"getThreadNice", nullptr, GetThreadNice, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+    {"setThreadName", nullptr, SetThreadName, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
   };
   NAPI_CALL(env, napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
   return exports;

@@ -23,6 +23,12 @@ export interface ServerConfig {
    * saturated heavy class keeps admission and light traffic responsive.
    */
   readonly cpus: readonly number[]
+  /**
+   * Nice value for every thread of the process but the gateway thread and
+   * the inference workers: cost sink, embedded ClickHouse, libuv's pool,
+   * V8's helpers (src/runtime/background-nice.ts). 0: left alone.
+   */
+  readonly backgroundNice: number
 }
 
 export type DeviceConfig =

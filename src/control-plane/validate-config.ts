@@ -103,7 +103,7 @@ export function validateConfig (raw: unknown, opts: ValidateOptions): ValidateRe
   c.unknownKeys(root, '$', ['$schema', 'description', 'server', 'admin', 'modelRepository', 'serviceClasses', 'models', 'tenants', 'pricing', 'cost'])
 
   const s = c.object(root.server ?? {}, '$.server') ?? {}
-  c.unknownKeys(s, '$.server', ['host', 'port', 'maxBodyBytes', 'drainTimeoutMs', 'cpus'])
+  c.unknownKeys(s, '$.server', ['host', 'port', 'maxBodyBytes', 'drainTimeoutMs', 'cpus', 'backgroundNice'])
   let gatewayCpus: number[] = []
   if (s.cpus !== undefined) {
     if (!Array.isArray(s.cpus) || s.cpus.length === 0 || !s.cpus.every((x) => Number.isInteger(x) && x >= 0 && x < 1024)) c.fail('$.server.cpus', 'must be a non-empty array of CPU ids (integers 0..1023)')
@@ -115,6 +115,7 @@ export function validateConfig (raw: unknown, opts: ValidateOptions): ValidateRe
     maxBodyBytes: c.number(s, 'maxBodyBytes', '$.server', { min: 1024, int: true, dflt: 4 * 1024 * 1024 }),
     drainTimeoutMs: c.number(s, 'drainTimeoutMs', '$.server', { min: 0, int: true, dflt: 10_000 }),
     cpus: gatewayCpus,
+    backgroundNice: c.number(s, 'backgroundNice', '$.server', { min: 0, max: 19, int: true, dflt: 10 }),
   }
 
   const ad = c.object(root.admin ?? {}, '$.admin') ?? {}

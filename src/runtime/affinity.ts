@@ -27,10 +27,12 @@ export interface AffinityBinding {
   setThreadNice(nice: number): void
   /** The calling thread's nice value. */
   getThreadNice(): number
+  /** Name the calling thread (cut to 15 bytes; shown in /proc/<pid>/task/<tid>/comm). */
+  setThreadName(name: string): void
 }
 
 const ADDON = join('native-bindings', 'build', 'Release', 'fairway_native.node')
-const EXPORTS: ReadonlyArray<keyof AffinityBinding> = ['setThreadAffinity', 'getThreadAffinity', 'threadId', 'threadCpuTimeNs', 'setThreadNice', 'getThreadNice']
+const EXPORTS: ReadonlyArray<keyof AffinityBinding> = ['setThreadAffinity', 'getThreadAffinity', 'threadId', 'threadCpuTimeNs', 'setThreadNice', 'getThreadNice', 'setThreadName']
 
 let root: string | undefined
 
