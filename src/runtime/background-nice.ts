@@ -35,13 +35,11 @@ const SWEEP_MS = 1000
 
 export class BackgroundNice {
   readonly nice: number
-  /** Threads reniced (or found gone, or refused) and never looked at again. */
+  /** Threads reniced, already nicer, exempt (workers) or gone: not looked at again while they live. */
   private readonly done = new Set<number>()
   /** Threads seen once: reniced at the next sweep unless they named themselves meanwhile. */
   private seen = new Set<number>()
   private timer: NodeJS.Timeout | null = null
-  /** Threads this sweeper has reniced, in total. */
-  reniced = 0
 
   constructor (nice: number) {
     this.nice = nice
@@ -82,10 +80,7 @@ export class BackgroundNice {
       if (!this.seen.has(tid)) { seen.add(tid); continue }
       try {
         // Only ever raised: a thread already nicer than that stays so.
-        if (getPriority(tid) < this.nice) {
-          setPriority(tid, this.nice)
-          this.reniced++
-        }
+        if (getPriority(tid) < this.nice) setPriority(tid, this.nice)
       } catch {
         // Exited meanwhile: nothing to do.
       }
