@@ -6,9 +6,10 @@
 // libuv's pool, V8's helpers. On a small machine their bursts (a ClickHouse
 // insert and the merges after it) take the CPU from the request path for
 // milliseconds at a time. Measured on the 2-vCPU VM, noisy-neighbour
-// scenario, 6 repetitions each, interleaved: victims' p99 alone ~7.5 ms with
-// every thread at nice 0, ~5.9 ms with the background at nice 19 (with the
-// aggressor ~13.7 vs ~10.9 ms).
+// scenario (bench:fairness --only noisy --background-nice 10|0, interleaved,
+// 6 repetitions each): victims' p99 alone, median, 6.86 ms with every thread
+// at nice 0 and 5.99 ms with the background at 10; with the aggressor 12.7
+// vs 10.8 ms (perf/RESULTS.md).
 //
 // How: no thread of that set can be told to start reniced (ClickHouse and
 // libuv create theirs on demand), so a sweep of /proc/self/task every second
