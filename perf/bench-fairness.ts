@@ -197,7 +197,7 @@ writeFileSync(configFile, JSON.stringify(platform(undefined, args.cost !== 'off'
 // unpinned, the kernel often runs it next to the saturated heavy worker.
 const pinnedConfigFile = join(ROOT, 'perf', 'out', 'fairness-platform-pinned.json')
 writeFileSync(pinnedConfigFile, JSON.stringify(platform([1], args.cost !== 'off', backgroundNice), null, 2))
-const results: Record<string, unknown> = { date: new Date().toISOString(), phase_s: PHASE_S, repeats: REPEATS, cost_events: args.cost }
+const results: Record<string, unknown> = { date: new Date().toISOString(), phase_s: PHASE_S, repeats: REPEATS, cost_events: args.cost, background_nice: backgroundNice ?? 'default' }
 const want = (name: string): boolean => args.only === undefined || args.only.split(',').includes(name)
 const server = await startFairway(configFile)
 try {

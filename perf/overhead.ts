@@ -164,8 +164,8 @@ interface Running {
   output: string[]
 }
 
-/** Fairway's config files: `window` is the copy fairway-window runs on (see windowConfig). */
-interface FairwayConfigs { main: string | undefined, window: string }
+/** Fairway's config files (undefined: the demo platform); `window` is the copy fairway-window runs on. */
+interface FairwayConfigs { main: string | undefined, window: string | undefined }
 
 async function startServer (name: ServerName, configs: FairwayConfigs): Promise<Running> {
   const config = name === 'fairway-window' ? configs.window : configs.main
@@ -429,39 +429,48 @@ async function benchServer (name: ServerName, k: Knobs, configs: FairwayConfigs,
   }
 }
 
-/** A copy of a platform config with every tenant's rate limit out of the way; returns its path. */
-function raisedLimitsConfig (file: string): string {
-  const raw = JSON.parse(readFileSync(file, 'utf8')) as { modelRepository?: string, tenants?: Record<string, { limits?: Record<string, number> }> }
+interface RawPlatform {
+  modelRepository?: string
+  tenants?: Record<string, { limits?: Record<string, number> }>
+  models?: Record<string, { batching?: Record<string, number> }>
+}
+
+/**
+ * Writes perf/out/<name> as a copy of a platform config changed by `edit`
+ * (its modelRepository made absolute, since the copy lives elsewhere);
+ * returns its path.
+ */
+function configCopy (file: string, name: string, edit: (raw: RawPlatform) => void): string {
+  const raw = JSON.parse(readFileSync(file, 'utf8')) as RawPlatform
   raw.modelRepository = resolve(dirname(file), raw.modelRepository ?? 'models')
-  for (const t of Object.values(raw.tenants ?? {})) {
-    if (t.limits === undefined) continue
-    t.limits.ratePerSecond = 1_000_000
-    t.limits.burst = 1_000_000
-    // WebSocket clients keep more in flight than HTTP's one per connection.
-    t.limits.concurrency = Math.max(t.limits.concurrency ?? 0, 4096)
-    t.limits.queueDepth = Math.max(t.limits.queueDepth ?? 0, 4096)
-  }
-  const out = join(ROOT, 'perf', 'out', 'fairway-raised-limits.json')
+  edit(raw)
+  const out = join(ROOT, 'perf', 'out', name)
   mkdirSync(dirname(out), { recursive: true })
   writeFileSync(out, JSON.stringify(raw, null, 2) + '\n')
   return out
 }
 
-/**
- * A copy of fairway's config (the demo platform when none) in which
- * tiny-classifier has a batching window of `windowUs`; returns its path.
- */
-function windowConfig (file: string | undefined, windowUs: number): string {
-  const from = file ?? join(ROOT, 'config', 'demo-platform.json')
-  const raw = JSON.parse(readFileSync(from, 'utf8')) as { modelRepository?: string, models?: Record<string, { batching?: Record<string, number> }> }
-  raw.modelRepository = resolve(dirname(from), raw.modelRepository ?? 'models')
-  const model = raw.models?.['tiny-classifier']
-  if (model === undefined) throw new Error(`${from} has no tiny-classifier model for fairway-window`)
-  model.batching = { ...model.batching, maxQueueDelayUs: windowUs }
-  const out = join(ROOT, 'perf', 'out', 'fairway-window.json')
-  mkdirSync(dirname(out), { recursive: true })
-  writeFileSync(out, JSON.stringify(raw, null, 2) + '\n')
-  return out
+/** A copy of a platform config with every tenant's rate limit out of the way. */
+function raisedLimitsConfig (file: string): string {
+  return configCopy(file, 'fairway-raised-limits.json', (raw) => {
+    for (const t of Object.values(raw.tenants ?? {})) {
+      if (t.limits === undefined) continue
+      t.limits.ratePerSecond = 1_000_000
+      t.limits.burst = 1_000_000
+      // WebSocket clients keep more in flight than HTTP's one per connection.
+      t.limits.concurrency = Math.max(t.limits.concurrency ?? 0, 4096)
+      t.limits.queueDepth = Math.max(t.limits.queueDepth ?? 0, 4096)
+    }
+  })
+}
+
+/** A copy of a platform config in which tiny-classifier has a batching window of `windowUs`. */
+function windowConfig (file: string, windowUs: number): string {
+  return configCopy(file, 'fairway-window.json', (raw) => {
+    const model = raw.models?.['tiny-classifier']
+    if (model === undefined) throw new Error(`${file} has no tiny-classifier model for fairway-window`)
+    model.batching = { ...model.batching, maxQueueDelayUs: windowUs }
+  })
 }
 
 function f1 (x: number): string {
@@ -555,7 +564,8 @@ async function main (): Promise<number> {
   let fairwayConfig = values['fairway-config'] === undefined ? undefined : resolve(values['fairway-config'])
   if (values['raise-tenant-limits']) fairwayConfig = raisedLimitsConfig(fairwayConfig ?? join(ROOT, 'config', 'demo-platform.json'))
   const key = values.key ?? DEMO_KEY
-  const configs: FairwayConfigs = { main: fairwayConfig, window: windowConfig(fairwayConfig, k.windowUs) }
+  // Written only when asked for: another config need not have tiny-classifier.
+  const configs: FairwayConfigs = { main: fairwayConfig, window: servers.includes('fairway-window') ? windowConfig(fairwayConfig ?? join(ROOT, 'config', 'demo-platform.json'), k.windowUs) : undefined }
 
   const started = new Date()
   const t0 = Date.now()
@@ -573,7 +583,7 @@ async function main (): Promise<number> {
   const setup = [
     `machine: ${machine()}; Node ${process.version}; ${started.toISOString()}; took ${elapsed.toFixed(0)} s`,
     `command: ${command}`,
-    `load: POST /v2/models/tiny-classifier/infer, 1 row, JSON, constant-rate open loop from ${k.threads} generator thread(s) x ${k.connections} connections on the same machine (fairway-ws: WebSocket + MessagePack, 4 connections per thread)${servers.some(isFairway) ? `; fairway tenant key ${key === DEMO_KEY ? 'acme (demo)' : '(custom)'}, config ${fairwayConfig ?? 'demo platform'}` : ''}${servers.includes('fairway-window') ? `; fairway-window: ${relative(ROOT, configs.window)} (tiny-classifier maxQueueDelayUs ${k.windowUs})` : ''}`,
+    `load: POST /v2/models/tiny-classifier/infer, 1 row, JSON, constant-rate open loop from ${k.threads} generator thread(s) x ${k.connections} connections on the same machine (fairway-ws: WebSocket + MessagePack, 4 connections per thread)${servers.some(isFairway) ? `; fairway tenant key ${key === DEMO_KEY ? 'acme (demo)' : '(custom)'}, config ${fairwayConfig ?? 'demo platform'}` : ''}${configs.window === undefined ? '' : `; fairway-window: ${relative(ROOT, configs.window)} (tiny-classifier maxQueueDelayUs ${k.windowUs})`}`,
     `fixed rate: ${k.fixedRate} req/s, ${k.fixedDuration} s after ${k.fixedWarmup} s warmup; latency from intended send time; CPU = server utime+stime (/proc/<pid>/stat, all threads) / responses`,
     `saturation: steps from ${k.sweepStart} req/s x${k.sweepFactor}, ${k.refine} bisection step(s), ${k.stepWarmup}+${k.stepDuration} s each; pass = >=99% of intended requests 2xx and p99 <= ${k.p99Ms} ms`,
     `noise guard: a measurement during which other processes used > ${k.maxNoise} cores is repeated (up to ${k.retries} times) after the machine quietens`,
