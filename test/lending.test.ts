@@ -106,18 +106,39 @@ t.test('a part-filled batch is not lent: it waits for the borrower\'s own worker
   const log = spyOnPool(t, shared)
   // heavy-encoder batches hold 8 rows. An 8-row request occupies heavy's own
   // worker; a 4-row one then queues behind it: half a batch, so shared's idle
-  // worker must leave it alone.
+  // worker must leave it alone. The full batch's result is held back (a gate
+  // around heavy's real pool) until the half batch has been queued and the
+  // lender poked: watching for a transient busy worker instead lost the race
+  // on a loaded CI machine, where the whole batch ran between two looks.
+  const heavyPool = (heavy as unknown as { pool: { run: (task: { unit: string }) => Promise<unknown> } }).pool
+  const run = heavyPool.run.bind(heavyPool)
+  let release = (): void => {}
+  const gate = new Promise<void>((resolve) => { release = resolve })
+  let held = 0
+  heavyPool.run = async (task) => {
+    const res = await run(task)
+    if (held++ === 0) await gate
+    return res
+  }
+  t.teardown(() => { heavyPool.run = run; release() })
   const full = call(url, '/v2/models/heavy-encoder/infer', { key: KEYS.acme, body: inferBody('input', 8, 128, sampleInput(128, 8, 31)) })
-  await until(() => heavy.busyWorkers === 1, 'heavy runs the full batch')
+  await until(() => held === 1, 'heavy\'s worker ran the full batch')
   const x = sampleInput(128, 4, 32)
   const half = call(url, '/v2/models/heavy-encoder/infer', { key: KEYS.acme, body: inferBody('input', 4, 128, x) })
-  await until(() => heavy.queued === 1 || heavy.busyWorkers === 0, 'the half batch is queued or heavy\'s worker is free')
-  t.ok(heavy.queued === 1 && heavy.busyWorkers === 1, 'premise: the half batch queued while heavy\'s only worker was busy')
+  await until(() => heavy.queued === 1, 'the half batch is queued')
+  t.equal(heavy.busyWorkers, 1, 'premise: the half batch queued while heavy\'s only worker was busy')
+  // Give shared's pump, poked because heavy is saturated, time to run (and,
+  // were the rule broken, to take the half batch) before heavy's worker frees.
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  t.same(log.ran, [], 'shared\'s idle worker left the half batch alone')
+  t.equal(heavy.queued, 1, 'the half batch still waits for heavy\'s own worker')
+  release()
   const [a, b] = await Promise.all([full, half])
   t.same([a.status, b.status], [200, 200])
   const want = referenceForward(specFor('heavy-encoder', '1'), x, 4)
   t.ok((b.json.outputs[0].data as number[]).every((v, i) => Math.abs(v - (want[i] as number)) < 1e-4 + 1e-3 * Math.abs(want[i] as number)), 'half batch output matches the reference')
   t.same(log.ran, [], 'shared\'s idle worker ran nothing: the half batch went to heavy\'s own worker')
+  t.equal(held, 2, 'both batches ran on heavy\'s own pool')
 })
 
 t.test('/metrics needs an admin token and reports tenants, reasons and lending', async (t) => {
