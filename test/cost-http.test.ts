@@ -100,7 +100,7 @@ t.test('a spool kept while the server was unreachable replays into it exactly on
   const spool = join(DIR, 'spool-kept')
   const down = await CostPipeline.start({ backend: { kind: 'http', url: 'http://127.0.0.1:1' }, spoolDir: spool, batchRows: 500, flushMs: 50, retryBaseMs: 50, retryMaxMs: 200, log: () => {} })
   for (let i = 0; i < 2000; i++) down.emit(event('kept', i))
-  for (let i = 0; i < 200 && down.stats().spooledRows < 2000; i++) await new Promise((resolve) => setTimeout(resolve, 20))
+  for (let i = 0; i < 1500 && down.stats().spooledRows < 2000; i++) await new Promise((resolve) => setTimeout(resolve, 20))
   t.equal(down.stats().spooledRows, 2000, 'all spooled while the server is unreachable')
   await down.close({ timeoutMs: 200 })
   const copy = join(DIR, 'spool-kept-copy')

@@ -16,7 +16,9 @@ import { sampleInput } from './helpers/reference.js'
 const dir = mkdtempSync(join(tmpdir(), 'fairway-cost-'))
 const raw = demoRaw()
 raw.cost = { enabled: true, dataDir: join(dir, 'chdb'), spoolDir: join(dir, 'spool'), flushMs: 50 }
-raw.tenants.initech.limits.ratePerSecond = 1
+// One request per 100 s: the refusals below cannot turn into refills however
+// slowly a loaded machine sends them.
+raw.tenants.initech.limits.ratePerSecond = 0.01
 raw.tenants.initech.limits.burst = 1
 const { server, url } = await start(raw)
 t.teardown(async () => {
@@ -31,7 +33,7 @@ t.test('every answered request of a known tenant is one priced event', async (t)
   const body = inferBody('input', 2, 64, sampleInput(64, 2, 1))
   const sent: Record<string, number> = { acme: 0, initech: 0, globex: 0 }
   for (let i = 0; i < 20; i++) { t.equal((await call(url, '/v2/models/tiny-classifier/infer', { key: KEYS.acme, body })).status, 200); sent.acme++ }
-  // initech: 1 served, then refused by its 1 req/s rate.
+  // initech: 1 served, then refused by its rate.
   const statuses: number[] = []
   for (let i = 0; i < 5; i++) { statuses.push((await call(url, '/v2/models/tiny-classifier/infer', { key: KEYS.initech, body })).status); sent.initech++ }
   t.same(statuses, [200, 429, 429, 429, 429])

@@ -69,7 +69,7 @@ t.test('chaos: clients vanishing mid-body and mid-inference leave every counter 
   })
   await Promise.all(aborts)
   // Let the aborted-but-queued work finish and the disconnects be noticed.
-  for (let i = 0; i < 100 && server.admission.totalInflight() > 0; i++) await new Promise((r) => setTimeout(r, 20))
+  for (let i = 0; i < 1500 && server.admission.totalInflight() > 0; i++) await new Promise((r) => setTimeout(r, 20))
   for (const tn of server.registry.tenants) {
     t.equal(server.admission.inflight(tn.slot), 0, `${tn.config.id}: in flight 0`)
     t.equal(server.admission.queued(tn.slot), 0, `${tn.config.id}: queued 0`)
@@ -121,7 +121,17 @@ t.test('SIGTERM drains in-flight requests, flushes their cost events, closes the
   const url = `http://127.0.0.1:${port}`
   const body = inferBody('input', 8, 128, sampleInput(128, 8, 1))
   const inflight = Array.from({ length: 6 }, () => call(url, '/v2/models/heavy-encoder/infer', { key: KEYS.acme, body }))
-  await new Promise((r) => setTimeout(r, 20))
+  // SIGTERM only once all six are admitted (a counter: it cannot be missed),
+  // not after a fixed sleep: a request the child parses after SIGTERM is
+  // refused as draining, and a descheduled test process sent the signal
+  // before its requests were written. Six batches on heavy's one worker keep
+  // some in flight well past that.
+  for (;;) {
+    const m = await call(url, '/metrics', { key: 'fw_demo_admin' })
+    const admitted = Number(/fairway_tenant_admitted_total\{tenant="acme"[^}]*\} (\d+)/.exec(String(m.json))?.[1] ?? 0)
+    if (admitted >= 6) break
+    await new Promise((r) => setTimeout(r, 2))
+  }
   const exited = new Promise<number | null>((resolve) => child.on('exit', (c) => { resolve(c) }))
   child.kill('SIGTERM')
   const replies = await Promise.all(inflight)

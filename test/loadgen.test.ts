@@ -204,9 +204,11 @@ t.test('coordinated omission: a 200 ms stall is charged to every request queued 
   t.ok(queued.every((s) => s.latencyUs >= 100_000), 'each of them has latency >= 100 ms')
   // Waiting for a free connection is part of the latency: measured from when a
   // request was written to a connection (what a closed-loop tool sees), at most
-  // one request per connection can have waited that long.
+  // one request per connection can have waited that long in the stall (the
+  // bound allows as many again for a pause of this process on a loaded
+  // machine, and stays well under the requests that really waited).
   const wireSlow = r.samples.filter((s) => s.wireMs > 0 && s.intendedMs + s.latencyUs / 1000 - s.wireMs >= 100).length
-  t.ok(wireSlow <= CONNECTIONS, `measured from the wire only ${wireSlow} request(s) look slow (<= ${CONNECTIONS} connections)`)
+  t.ok(wireSlow <= 2 * CONNECTIONS && wireSlow < slow.length / 2, `measured from the wire only ${wireSlow} request(s) look slow (<= 2 x ${CONNECTIONS} connections, against ${slow.length} that waited)`)
   t.ok(f.service_us.p99 < 100_000, `service-time p99 ${(f.service_us.p99 / 1000).toFixed(1)} ms hides the stall; latency p99 does not`)
 })
 

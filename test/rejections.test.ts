@@ -7,7 +7,9 @@ import { call, demoRaw, inferBody, KEYS, start } from './helpers/server.js'
 import { sampleInput } from './helpers/reference.js'
 
 const raw = demoRaw()
-raw.tenants.initech.limits.ratePerSecond = 1
+// One request per 100 s: the bucket cannot refill between the test's requests
+// however slowly a loaded machine sends them.
+raw.tenants.initech.limits.ratePerSecond = 0.01
 raw.tenants.initech.limits.burst = 2
 raw.tenants.globex.limits.queueDepth = 1
 raw.serviceClasses.semi_isolated.maxQueued = 1
@@ -28,11 +30,16 @@ function refused (t: Test, r: Awaited<ReturnType<typeof call>>, status: number, 
 }
 
 t.test('tenant_rate: over the rate after the burst', async (t) => {
+  const t0 = Date.now()
   t.equal((await infer(KEYS.initech)).status, 200)
   t.equal((await infer(KEYS.initech)).status, 200)
   const r = await infer(KEYS.initech)
   refused(t, r, 429, 'FW_ERR_ADMISSION_TENANT_RATE', 'tenant_rate')
-  t.ok(r.json.retry_after_ms > 500 && r.json.retry_after_ms <= 1000, `retry derived from the bucket (${r.json.retry_after_ms} ms at 1 req/s)`)
+  // The next token is due 100 s after the burst was spent, less the time
+  // the three requests took.
+  const elapsed = Date.now() - t0
+  t.ok(r.json.retry_after_ms >= 100_000 - elapsed - 1 && r.json.retry_after_ms <= 100_000, `retry derived from the bucket (${r.json.retry_after_ms} ms at 0.01 req/s, ${elapsed} ms after the burst began)`)
+  t.equal(r.headers.get('retry-after'), String(Math.ceil(r.json.retry_after_ms / 1000)), 'Retry-After is the hint in whole seconds, rounded up')
   t.equal(server.admission.rejected(slot('initech'), Reject.TenantRate), 1)
 })
 
@@ -57,11 +64,29 @@ t.test('deadline_exceeded: a queued request whose budget ends is answered 504 an
   const heavy = server.schedulers.get('heavy')
   if (heavy === undefined) throw new Error('no heavy class')
   const hbody = inferBody('input', 8, 128, sampleInput(128, 8, 2))
-  // Six 8-row batches (~10 ms each) keep the heavy worker busy.
-  const busy = Array.from({ length: 6 }, () => call(url, '/v2/models/heavy-encoder/infer', { key: KEYS.acme, body: hbody }))
-  await new Promise((r) => setTimeout(r, 5))
+  // Heavy's first batch is held back (a gate around heavy's real pool) until
+  // the late request has been answered: "the worker is busy" is then a fact,
+  // not a hope about timing.
+  const heavyPool = (heavy as unknown as { pool: { run: (task: unknown) => Promise<unknown> } }).pool
+  const run = heavyPool.run.bind(heavyPool)
+  let release = (): void => {}
+  const gate = new Promise<void>((resolve) => { release = resolve })
+  let ran = 0
+  heavyPool.run = async (task) => {
+    const res = await run(task)
+    if (ran++ === 0) await gate
+    return res
+  }
+  t.teardown(() => { heavyPool.run = run; release() })
   const rowsBefore = heavy.stats.rows
+  const busy = Array.from({ length: 6 }, () => call(url, '/v2/models/heavy-encoder/infer', { key: KEYS.acme, body: hbody }))
+  const giveUp = Date.now() + 30_000
+  while (ran === 0 || heavy.queued < 5) {
+    if (Date.now() > giveUp) throw new Error('the busy batches never queued')
+    await new Promise((r) => setImmediate(r))
+  }
   const late = await call(url, '/v2/models/heavy-encoder/infer', { key: KEYS.acme, body: inferBody('input', 1, 128, sampleInput(128, 1, 4)), headers: { 'x-request-timeout-ms': '2' } })
+  release()
   t.equal(late.status, 504)
   t.equal(late.json.code, 'FW_ERR_DEADLINE_EXCEEDED')
   t.equal(late.json.reason, 'deadline_exceeded')
