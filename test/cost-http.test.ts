@@ -26,28 +26,44 @@ const server = join(DIR, 'clickhouse-http-server')
 const cc = spawnSync('cc', ['-O1', '-o', server, join(dirname(fileURLToPath(import.meta.url)), 'helpers', 'clickhouse-http-server.c'), '-ldl'], { encoding: 'utf8' })
 if (cc.status !== 0) throw new Error(`cannot compile the test server: ${cc.stderr}`)
 
-const port = await new Promise<number>((resolve) => {
-  const s = createServer().listen(0, '127.0.0.1', () => {
-    const p = (s.address() as { port: number }).port
-    s.close(() => { resolve(p) })
+/** A port free a moment ago (another test file may still take it first). */
+async function freePort (): Promise<number> {
+  return await new Promise<number>((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as { port: number }).port
+      s.close(() => { resolve(p) })
+    })
   })
-})
-const URL_ = `http://127.0.0.1:${port}`
-const child = spawn(server, [libchdb, join(DIR, 'server-data'), String(port)], { stdio: ['ignore', 'ignore', 'pipe'] })
-let childErr = ''
-child.stderr.on('data', (d: Buffer) => { childErr += d.toString() })
-t.teardown(() => { child.kill('SIGKILL') })
-const version = await (async () => {
-  for (let i = 0; i < 300; i++) {
-    try {
-      const r = await fetch(`${URL_}/?query=${encodeURIComponent('SELECT version()')}`)
-      if (r.ok) return (await r.text()).trim()
-    } catch {}
-    if (child.exitCode !== null) break
-    await new Promise((resolve) => setTimeout(resolve, 100))
+}
+
+/**
+ * Starts the ClickHouse HTTP server and waits until it answers. libchdb takes
+ * seconds to load, and a test file running in parallel can take the port in
+ * between: a server that exits before answering is started again on a fresh
+ * port (up to three times).
+ */
+async function startClickHouse (): Promise<{ url: string, version: string }> {
+  let childErr = ''
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    const port = await freePort()
+    const url = `http://127.0.0.1:${port}`
+    const child = spawn(server, [libchdb, join(DIR, 'server-data'), String(port)], { stdio: ['ignore', 'ignore', 'pipe'] })
+    childErr = ''
+    child.stderr.on('data', (d: Buffer) => { childErr += d.toString() })
+    t.teardown(() => { child.kill('SIGKILL') })
+    for (let i = 0; i < 300; i++) {
+      try {
+        const r = await fetch(`${url}/?query=${encodeURIComponent('SELECT version()')}`, { signal: AbortSignal.timeout(2000) })
+        if (r.ok) return { url, version: (await r.text()).trim() }
+      } catch {}
+      if (child.exitCode !== null) break
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+    if (child.exitCode === null) break // running but never answered: no retry helps
   }
   throw new Error(`ClickHouse HTTP server did not come up: ${childErr}`)
-})()
+}
+const { url: URL_, version } = await startClickHouse()
 // The cost tables live in their own Atomic database (migration 4 swaps
 // tables with EXCHANGE TABLES; clickhouse-local's default database is not Atomic).
 const created = await fetch(URL_, { method: 'POST', body: 'CREATE DATABASE IF NOT EXISTS fairway ENGINE = Atomic' })
