@@ -4,7 +4,7 @@
 // lent worker back at the next batch, and /metrics is for operators only.
 
 import t, { type Test } from 'tap'
-import { call, demoRaw, inferBody, KEYS, start } from './helpers/server.js'
+import { call, demoRaw, holdFirstBatch, inferBody, KEYS, start } from './helpers/server.js'
 import { referenceForward, sampleInput, specFor } from './helpers/reference.js'
 
 const raw = demoRaw()
@@ -110,19 +110,9 @@ t.test('a part-filled batch is not lent: it waits for the borrower\'s own worker
   // around heavy's real pool) until the half batch has been queued and the
   // lender poked: watching for a transient busy worker instead lost the race
   // on a loaded CI machine, where the whole batch ran between two looks.
-  const heavyPool = (heavy as unknown as { pool: { run: (task: { unit: string }) => Promise<unknown> } }).pool
-  const run = heavyPool.run.bind(heavyPool)
-  let release = (): void => {}
-  const gate = new Promise<void>((resolve) => { release = resolve })
-  let held = 0
-  heavyPool.run = async (task) => {
-    const res = await run(task)
-    if (held++ === 0) await gate
-    return res
-  }
-  t.teardown(() => { heavyPool.run = run; release() })
+  const hold = holdFirstBatch(t, heavy)
   const full = call(url, '/v2/models/heavy-encoder/infer', { key: KEYS.acme, body: inferBody('input', 8, 128, sampleInput(128, 8, 31)) })
-  await until(() => held === 1, 'heavy\'s worker ran the full batch')
+  await until(() => hold.ran === 1, 'heavy\'s worker ran the full batch')
   const x = sampleInput(128, 4, 32)
   const half = call(url, '/v2/models/heavy-encoder/infer', { key: KEYS.acme, body: inferBody('input', 4, 128, x) })
   await until(() => heavy.queued === 1, 'the half batch is queued')
@@ -132,13 +122,13 @@ t.test('a part-filled batch is not lent: it waits for the borrower\'s own worker
   await new Promise((resolve) => setTimeout(resolve, 50))
   t.same(log.ran, [], 'shared\'s idle worker left the half batch alone')
   t.equal(heavy.queued, 1, 'the half batch still waits for heavy\'s own worker')
-  release()
+  hold.release()
   const [a, b] = await Promise.all([full, half])
   t.same([a.status, b.status], [200, 200])
   const want = referenceForward(specFor('heavy-encoder', '1'), x, 4)
   t.ok((b.json.outputs[0].data as number[]).every((v, i) => Math.abs(v - (want[i] as number)) < 1e-4 + 1e-3 * Math.abs(want[i] as number)), 'half batch output matches the reference')
   t.same(log.ran, [], 'shared\'s idle worker ran nothing: the half batch went to heavy\'s own worker')
-  t.equal(held, 2, 'both batches ran on heavy\'s own pool')
+  t.equal(hold.ran, 2, 'both batches ran on heavy\'s own pool')
 })
 
 t.test('/metrics needs an admin token and reports tenants, reasons and lending', async (t) => {

@@ -3,7 +3,7 @@
 
 import t, { type Test } from 'tap'
 import { Reject } from '../src/admission/admission-table.js'
-import { call, demoRaw, inferBody, KEYS, start } from './helpers/server.js'
+import { call, demoRaw, holdFirstBatch, inferBody, KEYS, start } from './helpers/server.js'
 import { sampleInput } from './helpers/reference.js'
 
 const raw = demoRaw()
@@ -67,26 +67,16 @@ t.test('deadline_exceeded: a queued request whose budget ends is answered 504 an
   // Heavy's first batch is held back (a gate around heavy's real pool) until
   // the late request has been answered: "the worker is busy" is then a fact,
   // not a hope about timing.
-  const heavyPool = (heavy as unknown as { pool: { run: (task: unknown) => Promise<unknown> } }).pool
-  const run = heavyPool.run.bind(heavyPool)
-  let release = (): void => {}
-  const gate = new Promise<void>((resolve) => { release = resolve })
-  let ran = 0
-  heavyPool.run = async (task) => {
-    const res = await run(task)
-    if (ran++ === 0) await gate
-    return res
-  }
-  t.teardown(() => { heavyPool.run = run; release() })
+  const hold = holdFirstBatch(t, heavy)
   const rowsBefore = heavy.stats.rows
   const busy = Array.from({ length: 6 }, () => call(url, '/v2/models/heavy-encoder/infer', { key: KEYS.acme, body: hbody }))
   const giveUp = Date.now() + 30_000
-  while (ran === 0 || heavy.queued < 5) {
+  while (hold.ran === 0 || heavy.queued < 5) {
     if (Date.now() > giveUp) throw new Error('the busy batches never queued')
     await new Promise((r) => setImmediate(r))
   }
   const late = await call(url, '/v2/models/heavy-encoder/infer', { key: KEYS.acme, body: inferBody('input', 1, 128, sampleInput(128, 1, 4)), headers: { 'x-request-timeout-ms': '2' } })
-  release()
+  hold.release()
   t.equal(late.status, 504)
   t.equal(late.json.code, 'FW_ERR_DEADLINE_EXCEEDED')
   t.equal(late.json.reason, 'deadline_exceeded')

@@ -65,3 +65,24 @@ export async function call (url: string, path: string, opts: { method?: string, 
 export function inferBody (name: string, rows: number, dim: number, data: ArrayLike<number>, extra: Record<string, unknown> = {}): Record<string, unknown> {
   return { inputs: [{ name, datatype: 'FP32', shape: [rows, dim], data: Array.from(data) }], ...extra }
 }
+
+/**
+ * A fault injector around a class's real pool: the first batch runs as usual,
+ * but its result is held back until release(), so the class's worker is
+ * busy for as long as a test needs (a fact, not a guess about timing).
+ * `ran` counts the batches the pool has finished running. Undone at teardown.
+ */
+export function holdFirstBatch (t: { teardown: (fn: () => void) => void }, scheduler: unknown): { release: () => void, readonly ran: number } {
+  const pool = (scheduler as { pool: { run: (task: unknown) => Promise<unknown> } }).pool
+  const run = pool.run.bind(pool)
+  let release = (): void => {}
+  const gate = new Promise<void>((resolve) => { release = resolve })
+  let ran = 0
+  pool.run = async (task) => {
+    const res = await run(task)
+    if (ran++ === 0) await gate
+    return res
+  }
+  t.teardown(() => { pool.run = run; release() })
+  return { release: () => { release() }, get ran () { return ran } }
+}
