@@ -69,34 +69,32 @@ t.test('own work takes a lent worker back at the next batch, ahead of the borrow
   const log = spyOnPool(t, shared)
   const x = sampleInput(128, 8, 5)
   const input = sampleInput(64, 1, 9)
-  // The premise, checked rather than assumed from timings: shared's own
-  // request is queued while its only worker is still out on loan and heavy
-  // still has batches waiting. Lent batches end (and lentBusyMs grows) on
-  // this thread, so a synchronous check sees a consistent state. A machine
-  // too slow for the premise tries again.
-  for (let attempt = 1; ; attempt++) {
-    const before = heavy.stats.borrowedBatches
-    log.ran = []
-    // Six 8-row heavy batches: heavy's worker takes one, shared's idle worker
-    // a second, four stay queued in heavy.
-    const heavyReplies = Array.from({ length: 6 }, async () => await call(url, '/v2/models/heavy-encoder/infer', { key: KEYS.acme, body: inferBody('input', 8, 128, x) }))
-    await until(() => heavy.stats.borrowedBatches > before, 'shared lends its worker to heavy')
-    const lentMs = shared.stats.lentBusyMs
-    const ownReply = call(url, '/v2/models/tiny-classifier/infer', { key: KEYS.globex, body: inferBody('input', 1, 64, input) })
-    await until(() => shared.queued > 0 || shared.stats.lentBusyMs !== lentMs, 'the own request is queued or the lent batch ended')
-    const premise = shared.queued > 0 && shared.stats.lentBusyMs === lentMs && heavy.queued > 0
-    const own = await ownReply
-    const rest = await Promise.all(heavyReplies)
-    t.same(rest.map((r) => r.status), [200, 200, 200, 200, 200, 200])
-    t.equal(own.status, 200)
-    if (!premise && attempt < 5) continue
-    t.ok(premise, `attempt ${attempt}: own request queued while the lent batch ran and heavy was backlogged`)
-    const want = referenceForward(specFor('tiny-classifier', '1'), input, 1)
-    t.ok((own.json.outputs[0].data as number[]).every((v, i) => Math.abs(v - (want[i] as number)) < 1e-5), 'own result matches the reference')
-    t.same(log.ran.slice(0, 2).map((u) => u.split('@')[0]), ['heavy-encoder', 'tiny-classifier'], `shared's worker ran its own request right after the lent batch (then: ${log.ran.slice(2).join(', ')})`)
-    t.ok(heavy.stats.borrowedBatches - before > 1, `then lent it again while heavy had work (${heavy.stats.borrowedBatches - before} lent batches)`)
-    break
-  }
+  // The premise, made a fact by gates around both real pools: heavy's own
+  // worker and shared's lent worker each hold their first batch's result, so
+  // shared's own request is queued while its only worker is out on loan and
+  // four heavy batches still wait (lending tests are torn down LIFO: the
+  // gates come off before the spy).
+  const heavyHold = holdFirstBatch(t, heavy)
+  const sharedHold = holdFirstBatch(t, shared)
+  const before = heavy.stats.borrowedBatches
+  // Six 8-row heavy batches: heavy's worker takes one, shared's idle worker
+  // a second, four stay queued in heavy.
+  const heavyReplies = Array.from({ length: 6 }, async () => await call(url, '/v2/models/heavy-encoder/infer', { key: KEYS.acme, body: inferBody('input', 8, 128, x) }))
+  await until(() => heavyHold.ran === 1 && sharedHold.ran === 1 && heavy.queued === 4, 'both workers hold a heavy batch and four wait')
+  const ownReply = call(url, '/v2/models/tiny-classifier/infer', { key: KEYS.globex, body: inferBody('input', 1, 64, input) })
+  await until(() => shared.queued === 1, 'the own request is queued')
+  t.equal(heavy.stats.borrowedBatches - before, 1, 'premise: shared\'s worker is out on loan with one heavy batch')
+  t.equal(heavy.queued, 4, 'premise: heavy is backlogged')
+  sharedHold.release()
+  const own = await ownReply
+  t.equal(own.status, 200)
+  const want = referenceForward(specFor('tiny-classifier', '1'), input, 1)
+  t.ok((own.json.outputs[0].data as number[]).every((v, i) => Math.abs(v - (want[i] as number)) < 1e-5), 'own result matches the reference')
+  t.same(log.ran.slice(0, 2).map((u) => u.split('@')[0]), ['heavy-encoder', 'tiny-classifier'], 'shared\'s worker ran its own request right after the lent batch, ahead of heavy\'s four')
+  heavyHold.release()
+  const rest = await Promise.all(heavyReplies)
+  t.same(rest.map((r) => r.status), [200, 200, 200, 200, 200, 200])
+  t.ok(heavy.stats.borrowedBatches - before > 1, `then lent it again while heavy had work (${heavy.stats.borrowedBatches - before} lent batches; shared ran: ${log.ran.slice(2).join(', ')})`)
 })
 
 t.test('a part-filled batch is not lent: it waits for the borrower\'s own worker', async (t) => {
