@@ -539,6 +539,13 @@ async function main (): Promise<number> {
     if (!Number.isFinite(n) || n <= 0) throw new Error(`bad number ${v}\n${USAGE}`)
     return n
   }
+  /** Counts that may be 0 (no bisection, no retry): whole numbers >= 0. */
+  const count = (v: string | undefined, d: number): number => {
+    if (v === undefined) return d
+    const n = Number(v)
+    if (!Number.isInteger(n) || n < 0) throw new Error(`bad count ${v} (a whole number >= 0)\n${USAGE}`)
+    return n
+  }
   const long = values.long
   const k: Knobs = {
     fixedRate: num(values['fixed-rate'], 2000),
@@ -549,12 +556,12 @@ async function main (): Promise<number> {
     sweepStart: num(values['sweep-start'], 1000),
     sweepFactor: num(values['sweep-factor'], 2),
     sweepMax: num(values['sweep-max'], 40_000),
-    refine: num(values.refine, long ? 3 : 2),
+    refine: count(values.refine, long ? 3 : 2),
     p99Ms: num(values['p99-ms'], 50),
     threads: num(values.threads, 1),
     connections: num(values.connections, 64),
     maxNoise: num(values['max-noise'], 0.2),
-    retries: values.retries === '0' ? 0 : num(values.retries, 1),
+    retries: count(values.retries, 1),
     rounds: Math.floor(num(values.rounds, 1)),
     windowUs: Math.floor(num(values['window-us'], 2000)),
   }
