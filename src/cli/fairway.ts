@@ -85,7 +85,8 @@ async function start (args: string[]): Promise<number> {
     ...(port === undefined ? {} : { port }),
     ...(values.host === undefined ? {} : { host: values.host }),
   })
-  const classes = [...server.schedulers.values()].map((s) => `${s.pool.serviceClass.id}[cpus ${s.pool.serviceClass.cpus.join(',')} x${s.pool.capacity}${s.pool.serviceClass.nice === 0 ? '' : ` nice ${s.pool.serviceClass.nice}`}]`)
+  const classes = [...server.schedulers.values()].map(({ pool: { serviceClass: sc, capacity } }) =>
+    sc.runtime === 'inline' ? `${sc.id}[inline on the gateway thread]` : `${sc.id}[cpus ${sc.cpus.join(',')} x${capacity}${sc.nice === 0 ? '' : ` nice ${sc.nice}`}]`)
   console.log(`fairway ${VERSION} listening on http://${server.host}:${server.port}`)
   console.log(`  config ${file}: ${config.tenants.size} tenants, ${config.models.size} models; pools ${classes.join(' ')}`)
   await new Promise<void>((resolve) => {

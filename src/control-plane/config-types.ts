@@ -59,6 +59,12 @@ export interface ServiceClassConfig {
    * next batch boundary. A dedicated class lends only where listed here.
    */
   readonly lendTo: readonly string[]
+  /**
+   * Where batches run: 'workers' (default), the class's own pinned worker
+   * threads; 'inline', the gateway thread itself (light models only: no
+   * thread hand-off per batch, but the event loop waits while a batch runs).
+   */
+  readonly runtime: 'workers' | 'inline'
 }
 
 export interface TensorSpec {

@@ -135,10 +135,23 @@ export function validateConfig (raw: unknown, opts: ValidateOptions): ValidateRe
     if (!ID.test(id)) c.fail(p, 'class id must match [a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}')
     const o = c.object(v, p)
     if (o === null) continue
-    c.unknownKeys(o, p, ['weight', 'cpus', 'nice', 'workers', 'device', 'deviceId', 'dedicated', 'maxQueued', 'lendTo', 'description'])
+    c.unknownKeys(o, p, ['weight', 'runtime', 'cpus', 'nice', 'workers', 'device', 'deviceId', 'dedicated', 'maxQueued', 'lendTo', 'description'])
+    const runtime = c.oneOf(o, 'runtime', p, ['workers', 'inline'] as const, 'workers')
+    const inline = runtime === 'inline'
+    if (inline) {
+      // Batches run on the gateway thread: nothing of a worker pool applies.
+      const why = 'an inline class runs on the gateway thread (pin that with server.cpus)'
+      if (o.cpus !== undefined) c.fail(`${p}.cpus`, `must be left out: ${why}`)
+      if (o.nice !== undefined) c.fail(`${p}.nice`, `must be left out: ${why}`)
+      if (o.workers !== undefined) c.fail(`${p}.workers`, `must be left out: ${why}, one batch at a time`)
+      if (o.device !== undefined && o.device !== 'cpu') c.fail(`${p}.device`, 'must be "cpu" for an inline class')
+      if (o.lendTo !== undefined) c.fail(`${p}.lendTo`, 'must be left out: an inline class would run other classes\' batches on the gateway thread')
+    }
     const cpus = o.cpus
     let cpuList: number[] = []
-    if (!Array.isArray(cpus) || cpus.length === 0 || !cpus.every((x) => Number.isInteger(x) && x >= 0 && x < 1024)) {
+    if (inline) {
+      cpuList = [] // no CPU set of its own
+    } else if (!Array.isArray(cpus) || cpus.length === 0 || !cpus.every((x) => Number.isInteger(x) && x >= 0 && x < 1024)) {
       c.fail(`${p}.cpus`, 'must be a non-empty array of CPU ids (integers 0..1023)')
     } else {
       cpuList = [...new Set(cpus as number[])].sort((a, b) => a - b)
@@ -157,7 +170,8 @@ export function validateConfig (raw: unknown, opts: ValidateOptions): ValidateRe
       device,
       dedicated: c.boolean(o, 'dedicated', p, false),
       maxQueued: c.number(o, 'maxQueued', p, { min: 1, max: 1_000_000, int: true, dflt: 1024 }),
-      lendTo: stringList(c, o.lendTo, `${p}.lendTo`),
+      lendTo: inline ? [] : stringList(c, o.lendTo, `${p}.lendTo`),
+      runtime,
     })
   }
   for (const sc of serviceClasses.values()) {

@@ -12,6 +12,7 @@ import type { ExecutableUnit } from '../control-plane/registry.js'
 import type { ServiceClassConfig } from '../control-plane/config-types.js'
 import { FairwayError, type ErrorCode, ERRORS } from '../errors.js'
 import { packageRoot } from './affinity.js'
+import type { BatchPool } from './batch-pool.js'
 import { ERROR_LEN, Mailbox, ROWS, SERVING, STATE, State, UNIT, type MailboxSize } from './mailbox.js'
 import type { InferResult, InferTask, PingResult, ServeTask, WorkerInit } from './worker-protocol.js'
 
@@ -50,7 +51,7 @@ const RESTART_GRACE_MS = 30_000
 
 const decoder = new TextDecoder()
 
-export class ClassPool {
+export class ClassPool implements BatchPool {
   readonly serviceClass: ServiceClassConfig
   private readonly piscina: Piscina
   private readonly unitSlots = new Map<string, UnitSlot>()

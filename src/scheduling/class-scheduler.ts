@@ -53,7 +53,8 @@ import { performance } from 'node:perf_hooks'
 import { Reject, type AdmissionTable } from '../admission/admission-table.js'
 import type { ExecutableUnit, Route } from '../control-plane/registry.js'
 import { FairwayError, fwError } from '../errors.js'
-import { workerError, type ClassPool } from '../runtime/class-pool.js'
+import type { BatchPool } from '../runtime/batch-pool.js'
+import { workerError } from '../runtime/class-pool.js'
 import { FairQueue } from './fair-queue.js'
 
 /**
@@ -143,7 +144,7 @@ export interface SchedulerStats {
 }
 
 export class ClassScheduler {
-  readonly pool: ClassPool
+  readonly pool: BatchPool
   readonly stats: SchedulerStats = { batches: 0, rows: 0, expired: 0, ownBusyMs: 0, lentBusyMs: 0, borrowedBatches: 0, borrowedMs: 0 }
   readonly startedAt = performance.now()
   /** Classes this one lends idle workers to, in order of preference. */
@@ -179,7 +180,7 @@ export class ClassScheduler {
   private stopped = false
   private timerAt = Infinity
 
-  constructor (pool: ClassPool, units: readonly ExecutableUnit[], admission: AdmissionTable, classSlot: number, weightOf: (flow: number) => number, batching = true, clock: SchedulerClock = realClock) {
+  constructor (pool: BatchPool, units: readonly ExecutableUnit[], admission: AdmissionTable, classSlot: number, weightOf: (flow: number) => number, batching = true, clock: SchedulerClock = realClock) {
     this.pool = pool
     this.batching = batching
     this.clock = clock
