@@ -24,9 +24,10 @@ function tenant (key: string, models: Record<string, string>, limits: Limits, we
 
 /**
  * The benchmark platform: light work on CPU 1, heavy work on CPU 0, no lending
- * (isolation is what is measured). `gatewayCpus` pins the gateway thread.
+ * (isolation is what is measured). `gatewayCpus` pins the gateway thread;
+ * `lightRuntime` 'inline' runs the light class on the gateway thread instead.
  */
-export function platform (gatewayCpus: number[] | undefined, costEvents: boolean, backgroundNice?: number): Record<string, unknown> {
+export function platform (gatewayCpus: number[] | undefined, costEvents: boolean, backgroundNice?: number, lightRuntime: 'workers' | 'inline' = 'workers'): Record<string, unknown> {
   const generous: Limits = { concurrency: 10_000, ratePerSecond: 0, burst: 1, queueDepth: 200, timeoutMs: 30_000 }
   return {
     server: { host: '127.0.0.1', port: 0, ...(gatewayCpus === undefined ? {} : { cpus: gatewayCpus }), ...(backgroundNice === undefined ? {} : { backgroundNice }) },
@@ -36,7 +37,8 @@ export function platform (gatewayCpus: number[] | undefined, costEvents: boolean
     // Cost events on, as in production: what is measured includes them.
     cost: { enabled: costEvents, dataDir: join(ROOT, 'perf', 'out', 'fairness-cost', 'chdb'), spoolDir: join(ROOT, 'perf', 'out', 'fairness-cost', 'spool') },
     serviceClasses: {
-      shared: { weight: 1, cpus: [1], workers: 1, maxQueued: 2048 },
+      // `inline`: the light class runs its batches on the gateway thread.
+      shared: lightRuntime === 'inline' ? { weight: 1, runtime: 'inline', maxQueued: 2048 } : { weight: 1, cpus: [1], workers: 1, maxQueued: 2048 },
       heavy: { weight: 1, cpus: [0], nice: 10, workers: 1, maxQueued: 2048 },
     },
     models: {

@@ -2,7 +2,8 @@
 // HTTP + JSON, HTTP + MessagePack and WebSocket + MessagePack against one
 // fairway (dynamic batching on, cost events on), plus a WebSocket client that
 // stops reading. The bare and naive baselines of perf/overhead.ts are
-// measured first over HTTP + JSON the same way, for like-for-like ratios.
+// measured first over HTTP + JSON the same way, for like-for-like ratios;
+// then a second fairway whose light class runs inline on the gateway thread.
 //
 // For each protocol:
 //   saturation  closed loop with a fixed number of requests outstanding
@@ -176,6 +177,18 @@ try {
   await stop(server)
 }
 
+// The same with the light class inline (`"runtime": "inline"`): no thread
+// hand-off per batch. HTTP + JSON and the best protocol.
+const inlineConfig = join(ROOT, 'perf', 'out', 'protocols-platform-inline.json')
+writeFileSync(inlineConfig, JSON.stringify(platform(undefined, true, undefined, 'inline'), null, 2))
+const inl = await startFairway(inlineConfig)
+try {
+  rows.push(await measureProtocol('fairway, light class inline, HTTP + JSON', inl, httpClient(inl.url, 'json', 128), 128))
+  rows.push(await measureProtocol('fairway, light class inline, WebSocket + MessagePack', inl, await wsClient(inl.url, 4), 256))
+} finally {
+  await stop(inl)
+}
+
 // The cost pipeline's price in throughput: HTTP + JSON saturation with cost
 // events off, on a second server started the same way, right after.
 const offConfig = join(ROOT, 'perf', 'out', 'protocols-platform-nocost.json')
@@ -195,7 +208,7 @@ const base = rows[0]
 const out: string[] = []
 out.push(`\n## Protocols (issue #5), ${new Date().toISOString()}`, '')
 out.push(`- machine: ${machine()}; Node ${process.version}; client in the same process tree on the same machine`)
-out.push('- command: `npm run build && npm run bench:protocols` (perf/bench-protocols.ts); fairway on perf/out/protocols-platform.json (tenant without limits, dynamic batching on, cost events on)')
+out.push('- command: `npm run build && npm run bench:protocols` (perf/bench-protocols.ts); fairway on perf/out/protocols-platform.json (tenant without limits, dynamic batching on, cost events on); the inline rows on perf/out/protocols-platform-inline.json (the same with the light class `"runtime": "inline"`)')
 out.push('- saturation: closed loop, 128 outstanding over HTTP (128 connections), 256 over WebSocket (4 connections x 64); CPU: server utime+stime / answered requests at a paced 3,000 req/s for 8 s', '')
 const naive = baselines[1]
 out.push('| server, protocol | saturation req/s | vs fairway HTTP + JSON | server CPU µs/request at saturation | vs naive | server CPU µs/request at 3,000 req/s | vs naive |', '|---|---|---|---|---|---|---|')

@@ -45,6 +45,7 @@ const USAGE = `usage: node dist/perf/bench-sweep.js [options]
   --threads N      generator threads (default 1; they share the cores with the server)
   --connections N  per generator thread: HTTP keep-alive connections (default 128) or WebSocket connections (default 4)
   --no-cost        cost events off (default on, as in production)
+  --inline         fairway only: the light class runs inline on the gateway thread ("runtime": "inline")
   --results FILE   append the summary here (default perf/RESULTS.md)
   --no-results     do not append to RESULTS.md`
 
@@ -185,6 +186,7 @@ async function main (): Promise<number> {
       threads: { type: 'string' },
       connections: { type: 'string' },
       'no-cost': { type: 'boolean', default: false },
+      inline: { type: 'boolean', default: false },
       results: { type: 'string' },
       'no-results': { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
@@ -199,6 +201,7 @@ async function main (): Promise<number> {
   }
   const { protocol, encoding, arrival, server: serverName } = values
   if (serverName !== 'fairway' && serverName !== 'bare' && serverName !== 'naive') throw new Error(`--server must be fairway, bare or naive\n${USAGE}`)
+  if (serverName !== 'fairway' && values.inline) throw new Error(`--inline is a fairway setting\n${USAGE}`)
   if (serverName !== 'fairway' && (protocol !== 'http' || encoding !== 'json')) throw new Error(`the ${serverName} baseline speaks HTTP + JSON only\n${USAGE}`)
   if (protocol !== 'http' && protocol !== 'websocket') throw new Error(`--protocol must be http or websocket\n${USAGE}`)
   if (encoding !== 'json' && encoding !== 'msgpack') throw new Error(`--encoding must be json or msgpack\n${USAGE}`)
@@ -223,8 +226,9 @@ async function main (): Promise<number> {
   mkdirSync(outDir, { recursive: true })
   // The bench platform, with its own cost store: libchdb binds one data
   // directory per process, and another benchmark may be using the default one.
-  const config = { ...platform(undefined, cost), cost: { enabled: cost, dataDir: join(outDir, 'sweep-cost', 'chdb'), spoolDir: join(outDir, 'sweep-cost', 'spool') } }
-  const configFile = join(outDir, 'sweep-platform.json')
+  const inline = values.inline
+  const config = { ...platform(undefined, cost, undefined, inline ? 'inline' : 'workers'), cost: { enabled: cost, dataDir: join(outDir, 'sweep-cost', 'chdb'), spoolDir: join(outDir, 'sweep-cost', 'spool') } }
+  const configFile = join(outDir, inline ? 'sweep-platform-inline.json' : 'sweep-platform.json')
   writeFileSync(configFile, JSON.stringify(config, null, 2) + '\n')
 
   const server = serverName === 'fairway' ? await startFairway(configFile) : await startBaseline(serverName)
@@ -274,12 +278,12 @@ async function main (): Promise<number> {
     const file = values.results ?? join(ROOT, 'perf', 'RESULTS.md')
     const section = [
       '',
-      `## Saturation sweep, ${serverName}, ${protocol} + ${encoding} (issue #5), ${started.toISOString()}`,
+      `## Saturation sweep, ${serverName}${inline ? ' (light class inline)' : ''}, ${protocol} + ${encoding} (issue #5), ${started.toISOString()}`,
       '',
       `- machine: ${machine()}; Node ${process.version}; ${started.toISOString()}; load generator on the same machine`,
       `- command: \`${command}\` (perf/bench-sweep.ts)`,
       serverName === 'fairway'
-        ? `- server: fairway on perf/out/sweep-platform.json (perf/bench-platform.ts; tenant \`big\` without a rate limit, dynamic batching on, cost events ${cost ? 'on' : 'off'})`
+        ? `- server: fairway on perf/out/${inline ? 'sweep-platform-inline.json' : 'sweep-platform.json'} (perf/bench-platform.ts; tenant \`big\` without a rate limit, dynamic batching on, cost events ${cost ? 'on' : 'off'}${inline ? ', light class `"runtime": "inline"`' : ''})`
         : `- server: the ${serverName} baseline (perf/baselines/${serverName}-server.ts), no tenancy: the same sweep as fairway's, for comparison`,
       `- load: POST /v2/models/tiny-classifier/infer${protocol === 'websocket' ? ' as /v2/ws messages' : ''}, 1 row, ${encoding}, ${k.arrival} open-loop arrivals from ${k.threads} generator thread(s) x ${k.connections} ${protocol === 'websocket' ? 'WebSocket' : 'keep-alive'} connections; latency from the intended send time`,
       `- sweep: steps from ${k.start} req/s x${k.factor}, ${k.refine} bisection step(s), 1+${k.stepS} s each; pass = >=99% of intended requests 2xx and p99 <= ${k.p99Ms} ms; saturation = 2xx/s of the highest passing step`,

@@ -27,10 +27,12 @@ import { appendResults, BASELINE_MODEL, machine, ROOT, runMain, spawnServer, sta
 import { renderTable, runLoad, type LoadResult, type Scenario } from './loadgen.js'
 
 const USAGE = `usage: node dist/perf/overhead.js [options]
-  --servers LIST        comma-separated, from bare,naive,fairway,fairway-ws,fairway-window (default:
-                        bare,naive,fairway; fairway-ws = fairway over WebSocket + MessagePack;
-                        fairway-window = fairway over HTTP + JSON with a batching window on the
-                        tiny model, see --window-us)
+  --servers LIST        comma-separated, from bare,naive,fairway,fairway-ws,fairway-window,
+                        fairway-inline (default: bare,naive,fairway; fairway-ws = fairway over
+                        WebSocket + MessagePack; fairway-window = fairway over HTTP + JSON with a
+                        batching window on the tiny model, see --window-us; fairway-inline =
+                        fairway over HTTP + JSON with every class but heavy "runtime": "inline",
+                        batches on the gateway thread)
   --window-us N         fairway-window's maxQueueDelayUs for tiny-classifier (default 2000): a free
                         worker waits up to this long for more rows, so at low rates several
                         requests share one dispatch and its cross-thread wake-ups, at the price
@@ -62,8 +64,8 @@ const USAGE = `usage: node dist/perf/overhead.js [options]
   --no-results          do not write RESULTS.md
   --json FILE           full results (default perf/out/overhead-<time>.json)`
 
-type ServerName = 'bare' | 'naive' | 'fairway' | 'fairway-ws' | 'fairway-window'
-const SERVER_NAMES: readonly ServerName[] = ['bare', 'naive', 'fairway', 'fairway-ws', 'fairway-window']
+type ServerName = 'bare' | 'naive' | 'fairway' | 'fairway-ws' | 'fairway-window' | 'fairway-inline'
+const SERVER_NAMES: readonly ServerName[] = ['bare', 'naive', 'fairway', 'fairway-ws', 'fairway-window', 'fairway-inline']
 
 /** How the load reaches a server: fairway-ws is fairway over WebSocket + MessagePack. */
 interface Transport { protocol: 'http' | 'websocket', encoding: 'json' | 'msgpack' }
@@ -164,11 +166,11 @@ interface Running {
   output: string[]
 }
 
-/** Fairway's config files (undefined: the demo platform); `window` is the copy fairway-window runs on. */
-interface FairwayConfigs { main: string | undefined, window: string | undefined }
+/** Fairway's config files (undefined: the demo platform); `window` and `inline` are the copies fairway-window and fairway-inline run on. */
+interface FairwayConfigs { main: string | undefined, window: string | undefined, inline: string | undefined }
 
 async function startServer (name: ServerName, configs: FairwayConfigs): Promise<Running> {
-  const config = name === 'fairway-window' ? configs.window : configs.main
+  const config = name === 'fairway-window' ? configs.window : name === 'fairway-inline' ? configs.inline : configs.main
   const s = isFairway(name)
     ? await spawnServer([...process.execArgv, join(ROOT, 'bin', 'fairway.js'), 'start', '--port', '0', ...(config === undefined ? [] : ['--config', config])], name)
     : await startBaseline(name === 'bare' ? 'bare' : 'naive')
@@ -410,7 +412,7 @@ async function benchServer (name: ServerName, k: Knobs, configs: FairwayConfigs,
     // (errors lists both "HTTP 429" and its code: count the codes, transport errors and drops only.)
     const capped = above.length > 0 && above.every((s) => (s.errors.FW_ERR_ADMISSION_TENANT_RATE ?? 0) > 0.5 * Object.entries(s.errors).filter(([e]) => !e.startsWith('HTTP ')).reduce((a, [, n]) => a + n, 0))
     const raised = configs.main !== undefined && configs.main.endsWith('fairway-raised-limits.json')
-    const names: Partial<Record<ServerName, string>> = { bare: 'bare (baseline)', 'fairway-ws': 'fairway WebSocket+MessagePack', 'fairway-window': `fairway, batching window ${k.windowUs} µs` }
+    const names: Partial<Record<ServerName, string>> = { bare: 'bare (baseline)', 'fairway-ws': 'fairway WebSocket+MessagePack', 'fairway-window': `fairway, batching window ${k.windowUs} µs`, 'fairway-inline': 'fairway, light classes inline' }
     return {
       server: name,
       label: `${names[name] ?? name}${isFairway(name) && raised ? ' (tenant rate limits raised)' : ''}`,
@@ -433,6 +435,7 @@ interface RawPlatform {
   modelRepository?: string
   tenants?: Record<string, { limits?: Record<string, number> }>
   models?: Record<string, { batching?: Record<string, number> }>
+  serviceClasses?: Record<string, Record<string, unknown>>
 }
 
 /**
@@ -470,6 +473,18 @@ function windowConfig (file: string, windowUs: number): string {
     const model = raw.models?.['tiny-classifier']
     if (model === undefined) throw new Error(`${file} has no tiny-classifier model for fairway-window`)
     model.batching = { ...model.batching, maxQueueDelayUs: windowUs }
+  })
+}
+
+/** A copy of a platform config in which every service class but `heavy` runs inline on the gateway thread. */
+function inlineConfig (file: string): string {
+  return configCopy(file, 'fairway-inline.json', (raw) => {
+    for (const [id, sc] of Object.entries(raw.serviceClasses ?? {})) {
+      if (id === 'heavy') continue
+      // What a worker pool has and an inline class may not.
+      for (const key of ['cpus', 'workers', 'nice', 'lendTo', 'device', 'deviceId']) Reflect.deleteProperty(sc, key)
+      sc.runtime = 'inline'
+    }
   })
 }
 
@@ -572,7 +587,12 @@ async function main (): Promise<number> {
   if (values['raise-tenant-limits']) fairwayConfig = raisedLimitsConfig(fairwayConfig ?? join(ROOT, 'config', 'demo-platform.json'))
   const key = values.key ?? DEMO_KEY
   // Written only when asked for: another config need not have tiny-classifier.
-  const configs: FairwayConfigs = { main: fairwayConfig, window: servers.includes('fairway-window') ? windowConfig(fairwayConfig ?? join(ROOT, 'config', 'demo-platform.json'), k.windowUs) : undefined }
+  const base = fairwayConfig ?? join(ROOT, 'config', 'demo-platform.json')
+  const configs: FairwayConfigs = {
+    main: fairwayConfig,
+    window: servers.includes('fairway-window') ? windowConfig(base, k.windowUs) : undefined,
+    inline: servers.includes('fairway-inline') ? inlineConfig(base) : undefined,
+  }
 
   const started = new Date()
   const t0 = Date.now()
@@ -590,7 +610,7 @@ async function main (): Promise<number> {
   const setup = [
     `machine: ${machine()}; Node ${process.version}; ${started.toISOString()}; took ${elapsed.toFixed(0)} s`,
     `command: ${command}`,
-    `load: POST /v2/models/tiny-classifier/infer, 1 row, JSON, constant-rate open loop from ${k.threads} generator thread(s) x ${k.connections} connections on the same machine (fairway-ws: WebSocket + MessagePack, 4 connections per thread)${servers.some(isFairway) ? `; fairway tenant key ${key === DEMO_KEY ? 'acme (demo)' : '(custom)'}, config ${fairwayConfig ?? 'demo platform'}` : ''}${configs.window === undefined ? '' : `; fairway-window: ${relative(ROOT, configs.window)} (tiny-classifier maxQueueDelayUs ${k.windowUs})`}`,
+    `load: POST /v2/models/tiny-classifier/infer, 1 row, JSON, constant-rate open loop from ${k.threads} generator thread(s) x ${k.connections} connections on the same machine (fairway-ws: WebSocket + MessagePack, 4 connections per thread)${servers.some(isFairway) ? `; fairway tenant key ${key === DEMO_KEY ? 'acme (demo)' : '(custom)'}, config ${fairwayConfig ?? 'demo platform'}` : ''}${configs.window === undefined ? '' : `; fairway-window: ${relative(ROOT, configs.window)} (tiny-classifier maxQueueDelayUs ${k.windowUs})`}${configs.inline === undefined ? '' : `; fairway-inline: ${relative(ROOT, configs.inline)} (every class but heavy inline)`}`,
     `fixed rate: ${k.fixedRate} req/s, ${k.fixedDuration} s after ${k.fixedWarmup} s warmup; latency from intended send time; CPU = server utime+stime (/proc/<pid>/stat, all threads) / responses`,
     `saturation: steps from ${k.sweepStart} req/s x${k.sweepFactor}, ${k.refine} bisection step(s), ${k.stepWarmup}+${k.stepDuration} s each; pass = >=99% of intended requests 2xx and p99 <= ${k.p99Ms} ms`,
     `noise guard: a measurement during which other processes used > ${k.maxNoise} cores is repeated (up to ${k.retries} times) after the machine quietens`,
