@@ -10,7 +10,7 @@
 //   batching         small-model saturation throughput with / without batching
 //
 // Run: npm run bench:fairness [-- --phase-s 6 --repeats 3 --only noisy,weights,heavy,batching
-//        --cost on|off --background-nice N --out perf/out/fairness.json --results perf/RESULTS.md|none]
+//        --cost on|off --background-nice N --inline --out perf/out/fairness.json --results perf/RESULTS.md|none]
 // Appends its headline figures to perf/RESULTS.md.
 
 import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs'
@@ -29,6 +29,8 @@ const { values: args } = parseArgs({
     cost: { type: 'string', default: 'on' },
     // server.backgroundNice for the server under test (default: the server's own default).
     'background-nice': { type: 'string' },
+    // The light class `"runtime": "inline"` (batches on the gateway thread).
+    inline: { type: 'boolean', default: false },
     results: { type: 'string', default: join(ROOT, 'perf', 'RESULTS.md') },
   },
 })
@@ -192,11 +194,12 @@ async function batching (configFile: string): Promise<Record<string, unknown>> {
 const configFile = join(ROOT, 'perf', 'out', 'fairness-platform.json')
 mkdirSync(dirname(configFile), { recursive: true })
 const backgroundNice = args['background-nice'] === undefined ? undefined : Number(args['background-nice'])
-writeFileSync(configFile, JSON.stringify(platform(undefined, args.cost !== 'off', backgroundNice), null, 2))
+const lightRuntime = args.inline ? 'inline' : 'workers'
+writeFileSync(configFile, JSON.stringify(platform(undefined, args.cost !== 'off', backgroundNice, lightRuntime), null, 2))
 // Heavy vs light also runs with the gateway thread pinned to the light CPU:
 // unpinned, the kernel often runs it next to the saturated heavy worker.
 const pinnedConfigFile = join(ROOT, 'perf', 'out', 'fairness-platform-pinned.json')
-writeFileSync(pinnedConfigFile, JSON.stringify(platform([1], args.cost !== 'off', backgroundNice), null, 2))
+writeFileSync(pinnedConfigFile, JSON.stringify(platform([1], args.cost !== 'off', backgroundNice, lightRuntime), null, 2))
 const results: Record<string, unknown> = { date: new Date().toISOString(), phase_s: PHASE_S, repeats: REPEATS, cost_events: args.cost, background_nice: backgroundNice ?? 'default' }
 const want = (name: string): boolean => args.only === undefined || args.only.split(',').includes(name)
 const server = await startFairway(configFile)
@@ -230,7 +233,7 @@ function resultsSection (r: Record<string, unknown>): string {
     `\n## Fairness (issue #3), ${String(r.date)}`, '',
     `- machine: ${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} vCPUs, ${process.platform} ${process.arch}; Node ${process.version}; load generator on the same machine`,
     `- command: \`npm run build && node dist/perf/bench-fairness.js${process.argv.length > 2 ? ' ' + process.argv.slice(2).join(' ') : ''}\` (phases ${PHASE_S} s, ${REPEATS} repetitions, cost events ${args.cost}, server.backgroundNice ${backgroundNice ?? 'default (10)'})`,
-    '- platform: perf/out/fairness-platform.json (perf/bench-platform.ts): class `shared` (tiny-classifier) on CPU 1, class `heavy` (heavy-encoder) on CPU 0, one worker each, no lending; open-loop Poisson arrivals, latency from the intended send time; each tenant group (victims, aggressor, heavy client) drives its own generator thread', '',
+    `- platform: perf/out/fairness-platform.json (perf/bench-platform.ts): class \`shared\` (tiny-classifier) ${args.inline ? 'inline on the gateway thread' : 'on CPU 1'}, class \`heavy\` (heavy-encoder) on CPU 0, ${args.inline ? 'with one worker' : 'one worker each'}, no lending; open-loop Poisson arrivals, latency from the intended send time; each tenant group (victims, aggressor, heavy client) drives its own generator thread`, '',
   ]
   const nn = r.noisy_neighbour as Reps | undefined
   if (nn !== undefined) {

@@ -51,9 +51,9 @@ export interface ServeTask {
 export interface InferResult {
   /** rows × outputDim values, row-major. */
   readonly output: Float32Array
-  /** Wall time of session.run in the worker, in nanoseconds. */
+  /** Wall time of the onnxruntime run (on the worker, or the gateway for an inline class), in nanoseconds. */
   readonly inferenceNs: number
-  /** CPU time of the worker thread during session.run, ns (wall time when the native addon is missing). */
+  /** CPU time of the thread that ran it during the run, ns (wall time when the native addon is missing). */
   readonly cpuNs: number
 }
 
