@@ -4,20 +4,13 @@
 // close() ends the long-lived serve tasks.
 
 import t from 'tap'
-import { TenantRegistry } from '../src/control-plane/registry.js'
 import { ClassPool } from '../src/runtime/class-pool.js'
-import { configFrom, demoRaw } from './helpers/server.js'
+import { classUnits, configFrom, demoRaw } from './helpers/server.js'
 import { referenceForward, sampleInput, specFor } from './helpers/reference.js'
 
 const raw = demoRaw()
 raw.serviceClasses.shared.workers = 2
-const config = configFrom(raw)
-const registry = new TenantRegistry(config)
-const sc = config.serviceClasses.get('shared')
-if (sc === undefined) throw new Error('demo has no shared class')
-const units = registry.unitsOfClass('shared')
-const tiny = units.find((u) => u.model.id === 'tiny-classifier')
-if (tiny === undefined) throw new Error('shared class does not serve tiny-classifier')
+const { sc, units, tiny } = classUnits(configFrom(raw), 'shared')
 
 const close = (a: ArrayLike<number>, b: ArrayLike<number>): boolean =>
   a.length === b.length && Array.from(a).every((v, i) => Math.abs(v - (b[i] as number)) < 1e-4 + 1e-3 * Math.abs(b[i] as number))

@@ -6,10 +6,9 @@
 
 import t from 'tap'
 import { threadId } from 'node:worker_threads'
-import { TenantRegistry } from '../src/control-plane/registry.js'
 import { checkConfig } from '../src/control-plane/load-config.js'
 import { InlinePool } from '../src/runtime/inline-pool.js'
-import { call, configFrom, demoRaw, DEMO_CONFIG_FILE, holdFirstBatch, inferBody, KEYS, start, type RawConfig } from './helpers/server.js'
+import { call, classUnits, configFrom, demoRaw, DEMO_CONFIG_FILE, holdFirstBatch, inferBody, KEYS, start, type RawConfig } from './helpers/server.js'
 import { referenceForward, sampleInput, specFor } from './helpers/reference.js'
 import { dirname } from 'node:path'
 
@@ -20,12 +19,7 @@ function inlineDemo (): RawConfig {
 }
 
 const config = configFrom(inlineDemo())
-const registry = new TenantRegistry(config)
-const sc = config.serviceClasses.get('shared')
-if (sc === undefined) throw new Error('demo has no shared class')
-const units = registry.unitsOfClass('shared')
-const tiny = units.find((u) => u.model.id === 'tiny-classifier')
-if (tiny === undefined) throw new Error('shared class does not serve tiny-classifier')
+const { sc, units, tiny } = classUnits(config, 'shared')
 const spec = specFor('tiny-classifier', tiny.version.version)
 
 const close = (a: ArrayLike<number>, b: ArrayLike<number>): boolean =>

@@ -14,7 +14,7 @@ import { FairwayError, type ErrorCode, ERRORS } from '../errors.js'
 import { packageRoot } from './affinity.js'
 import type { BatchPool } from './batch-pool.js'
 import { ERROR_LEN, Mailbox, ROWS, SERVING, STATE, State, UNIT, type MailboxSize } from './mailbox.js'
-import type { InferResult, InferTask, PingResult, ServeTask, WorkerInit } from './worker-protocol.js'
+import { workerUnits, type InferResult, type InferTask, type PingResult, type ServeTask, type WorkerInit } from './worker-protocol.js'
 
 export const WORKER_FILE = join(packageRoot(), 'dist', 'workers', 'inference-worker.js')
 
@@ -68,15 +68,7 @@ export class ClassPool implements BatchPool {
       cpus: serviceClass.cpus,
       nice: serviceClass.nice,
       device: serviceClass.device,
-      units: units.map((u) => ({
-        key: u.key,
-        artifact: u.version.artifact,
-        inputName: u.model.input.name,
-        outputName: u.model.output.name,
-        inputDim: u.model.input.shape[1] ?? 0,
-        outputDim: u.model.output.shape[1] ?? 0,
-        maxRows: u.model.maxBatchSize,
-      })),
+      units: workerUnits(units),
     }
     let inputValues = 0
     let outputValues = 0

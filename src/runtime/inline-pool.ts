@@ -20,7 +20,7 @@ import { loadAffinity } from './affinity.js'
 import type { BatchPool } from './batch-pool.js'
 import { workerError } from './class-pool.js'
 import { loadUnits, runUnit, type LoadedUnit } from './onnx-units.js'
-import type { InferResult, InferTask, PingResult } from './worker-protocol.js'
+import { workerUnits, type InferResult, type InferTask, type PingResult } from './worker-protocol.js'
 
 export class InlinePool implements BatchPool {
   readonly serviceClass: ServiceClassConfig
@@ -40,15 +40,7 @@ export class InlinePool implements BatchPool {
 
   async start (): Promise<PingResult[]> {
     try {
-      this.units = loadUnits(this.serviceClass.id, this.serviceClass.device, this.executable.map((u) => ({
-        key: u.key,
-        artifact: u.version.artifact,
-        inputName: u.model.input.name,
-        outputName: u.model.output.name,
-        inputDim: u.model.input.shape[1] ?? 0,
-        outputDim: u.model.output.shape[1] ?? 0,
-        maxRows: u.model.maxBatchSize,
-      })))
+      this.units = loadUnits(this.serviceClass.id, this.serviceClass.device, workerUnits(this.executable))
     } catch (err) {
       throw workerError(err, 'FW_ERR_RUNTIME_MODEL_LOAD')
     }

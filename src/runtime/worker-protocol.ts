@@ -4,6 +4,7 @@
 // (mailbox.ts).
 
 import type { DeviceConfig } from '../control-plane/config-types.js'
+import type { ExecutableUnit } from '../control-plane/registry.js'
 import type { MailboxSize } from './mailbox.js'
 
 export interface WorkerUnit {
@@ -15,6 +16,19 @@ export interface WorkerUnit {
   readonly outputDim: number
   /** Most rows in one batch of this unit (its model's maxBatchSize). */
   readonly maxRows: number
+}
+
+/** What a thread needs to load and run each of these units. */
+export function workerUnits (units: readonly ExecutableUnit[]): WorkerUnit[] {
+  return units.map((u) => ({
+    key: u.key,
+    artifact: u.version.artifact,
+    inputName: u.model.input.name,
+    outputName: u.model.output.name,
+    inputDim: u.model.input.shape[1] ?? 0,
+    outputDim: u.model.output.shape[1] ?? 0,
+    maxRows: u.model.maxBatchSize,
+  }))
 }
 
 export interface WorkerInit {

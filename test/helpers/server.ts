@@ -5,7 +5,8 @@ import { readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { checkConfig } from '../../src/control-plane/load-config.js'
-import type { PlatformConfig } from '../../src/control-plane/config-types.js'
+import type { PlatformConfig, ServiceClassConfig } from '../../src/control-plane/config-types.js'
+import { TenantRegistry, type ExecutableUnit } from '../../src/control-plane/registry.js'
 import { startServer, type RunningServer } from '../../src/server.js'
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
@@ -36,6 +37,16 @@ export function configFrom (raw: RawConfig): PlatformConfig {
   const res = checkConfig(raw, dirname(DEMO_CONFIG_FILE), 'test')
   if (!res.ok) throw new Error(JSON.stringify(res.problems))
   return res.config
+}
+
+/** A service class of `config`, the units it serves, and its tiny-classifier unit (for pool tests). */
+export function classUnits (config: PlatformConfig, classId: string): { sc: ServiceClassConfig, units: ExecutableUnit[], tiny: ExecutableUnit } {
+  const sc = config.serviceClasses.get(classId)
+  if (sc === undefined) throw new Error(`config has no ${classId} class`)
+  const units = new TenantRegistry(config).unitsOfClass(classId)
+  const tiny = units.find((u) => u.model.id === 'tiny-classifier')
+  if (tiny === undefined) throw new Error(`class ${classId} does not serve tiny-classifier`)
+  return { sc, units, tiny }
 }
 
 export async function start (raw: RawConfig = demoRaw()): Promise<{ server: RunningServer, url: string }> {
