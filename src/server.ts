@@ -15,7 +15,6 @@ import { registerWebSocket } from './gateway/ws-routes.js'
 import { affinityLoadError, loadAffinity, packageRoot } from './runtime/affinity.js'
 import type { BatchPool } from './runtime/batch-pool.js'
 import { ClassPool } from './runtime/class-pool.js'
-import type { InlinePool } from './runtime/inline-pool.js'
 import type { PingResult } from './runtime/worker-protocol.js'
 import { ClassScheduler } from './scheduling/class-scheduler.js'
 import { GatewayMetrics } from './telemetry/metrics.js'
@@ -66,10 +65,6 @@ export async function startServer (opts: StartOptions): Promise<RunningServer> {
   if (affinity === null) warn(`fairway: CPU pinning disabled, workers run unpinned: ${affinityLoadError() ?? 'addon not loaded'}`)
   else if (opts.config.server.cpus.length > 0) affinity.setThreadAffinity(opts.config.server.cpus)
 
-  // Loaded only when a class runs inline: it loads onnxruntime on this thread.
-  const Inline: typeof InlinePool | null = [...opts.config.serviceClasses.values()].some((sc) => sc.runtime === 'inline')
-    ? (await import('./runtime/inline-pool.js')).InlinePool
-    : null
   const pools: BatchPool[] = []
   const schedulers = new Map<string, ClassScheduler>()
   const workers: PingResult[] = []
@@ -80,7 +75,10 @@ export async function startServer (opts: StartOptions): Promise<RunningServer> {
       // Workers also load the models of the classes they lend to.
       const served = [...units, ...sc.lendTo.flatMap((id) => registry.unitsOfClass(id))]
       if (served.length === 0) continue // a class with nothing to serve needs no threads
-      const pool = sc.runtime === 'inline' && Inline !== null ? new Inline(sc, served) : new ClassPool(sc, served)
+      // The inline pool is imported only when a class uses it: it loads onnxruntime on this thread.
+      const pool: BatchPool = sc.runtime === 'inline'
+        ? new (await import('./runtime/inline-pool.js')).InlinePool(sc, served)
+        : new ClassPool(sc, served)
       pools.push(pool)
       schedulers.set(sc.id, new ClassScheduler(pool, units, admission, registry.classSlots.get(sc.id) ?? 0, weightOf, opts.batching ?? true))
       starting.push(pool.start())

@@ -148,13 +148,13 @@ export function validateConfig (raw: unknown, opts: ValidateOptions): ValidateRe
       if (o.lendTo !== undefined) c.fail(`${p}.lendTo`, 'must be left out: an inline class would run other classes\' batches on the gateway thread')
     }
     const cpus = o.cpus
-    let cpuList: number[] = []
-    if (inline) {
-      cpuList = [] // no CPU set of its own
-    } else if (!Array.isArray(cpus) || cpus.length === 0 || !cpus.every((x) => Number.isInteger(x) && x >= 0 && x < 1024)) {
-      c.fail(`${p}.cpus`, 'must be a non-empty array of CPU ids (integers 0..1023)')
-    } else {
-      cpuList = [...new Set(cpus as number[])].sort((a, b) => a - b)
+    let cpuList: number[] = [] // an inline class has no CPU set of its own
+    if (!inline) {
+      if (!Array.isArray(cpus) || cpus.length === 0 || !cpus.every((x) => Number.isInteger(x) && x >= 0 && x < 1024)) {
+        c.fail(`${p}.cpus`, 'must be a non-empty array of CPU ids (integers 0..1023)')
+      } else {
+        cpuList = [...new Set(cpus as number[])].sort((a, b) => a - b)
+      }
     }
     const kind = c.oneOf(o, 'device', p, ['cpu', 'cuda'] as const, 'cpu')
     const device: DeviceConfig = kind === 'cuda'

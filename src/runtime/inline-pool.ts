@@ -2,9 +2,9 @@
 //
 // Why: for a small model one hand-off to a worker thread costs more than the
 // inference. At batch-1 rates the gateway and the worker each wake once per
-// request, and on a 2-vCPU VM each wake-up runs on cold caches; measured at
-// 3,000 req/s, the worker thread alone spent ~68 µs of CPU per request on a
-// ~9 µs inference. Inline, a batch costs its inference and nothing else.
+// request, and on a 2-vCPU VM each wake-up runs on cold caches; in one
+// measured run at 3,000 req/s the worker thread alone spent ~68 µs of CPU per
+// request on a ~9 µs inference (perf/RESULTS.md). Inline, a batch costs its inference and nothing else.
 //
 // What it costs: the event loop is blocked while a batch runs (no request is
 // read, no response written, for that batch's inference time), the class has
@@ -28,13 +28,14 @@ export class InlinePool implements BatchPool {
   readonly capacity = 1
   private readonly executable: readonly ExecutableUnit[]
   private units = new Map<string, LoadedUnit>()
+  private readonly affinity = loadAffinity()
   private readonly threadCpuNs: (() => number) | null
   private closing = false
 
   constructor (serviceClass: ServiceClassConfig, units: readonly ExecutableUnit[]) {
     this.serviceClass = serviceClass
     this.executable = units
-    const affinity = loadAffinity()
+    const affinity = this.affinity
     this.threadCpuNs = affinity === null ? null : (): number => affinity.threadCpuTimeNs()
   }
 
@@ -44,8 +45,7 @@ export class InlinePool implements BatchPool {
     } catch (err) {
       throw workerError(err, 'FW_ERR_RUNTIME_MODEL_LOAD')
     }
-    const affinity = loadAffinity()
-    return [{ classId: this.serviceClass.id, affinity: affinity?.getThreadAffinity() ?? null, nice: affinity?.getThreadNice() ?? null, threadId }]
+    return [{ classId: this.serviceClass.id, affinity: this.affinity?.getThreadAffinity() ?? null, nice: this.affinity?.getThreadNice() ?? null, threadId }]
   }
 
   run (task: InferTask): Promise<InferResult> {

@@ -83,6 +83,10 @@ function loadSession (classId: string, device: DeviceConfig, u: WorkerUnit): Nat
   return session
 }
 
+function has (list: ReadonlyArray<{ readonly name: string }>, name: string): boolean {
+  return list.some((m) => m.name === name)
+}
+
 /**
  * Loads and warms every unit. Units of the same artifact share one session
  * (one copy of the weights). Errors carry the FW_ERR code in front of the
@@ -99,7 +103,6 @@ export function loadUnits (classId: string, device: DeviceConfig, units: readonl
       sessions.set(u.artifact, session)
     }
     // The native run does not check names as the public API does: check here, once.
-    const has = (list: ReadonlyArray<{ readonly name: string }>, name: string): boolean => list.some((m) => m.name === name)
     if (!has(session.inputMetadata, u.inputName) || !has(session.outputMetadata, u.outputName)) {
       throw new Error(`FW_ERR_RUNTIME_MODEL_LOAD: class ${classId} cannot serve ${u.key}: ${u.artifact} has inputs [${session.inputMetadata.map((m) => m.name).join(', ')}] and outputs [${session.outputMetadata.map((m) => m.name).join(', ')}], the catalog names input ${u.inputName} and output ${u.outputName}`)
     }
