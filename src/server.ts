@@ -115,7 +115,7 @@ export async function startServer (opts: StartOptions): Promise<RunningServer> {
   if (opts.config.cost.enabled) {
     const cc = opts.config.cost
     try {
-      cost = await CostPipeline.start({ backend: cc.backend, spoolDir: cc.spoolDir, batchRows: cc.batchRows, flushMs: cc.flushMs })
+      cost = await CostPipeline.start({ backend: cc.backend, spoolDir: cc.spoolDir, batchRows: cc.batchRows, flushMs: cc.flushMs, insertMs: cc.insertMs })
     } catch (err) {
       await Promise.all(pools.map((p) => p.close()))
       throw err

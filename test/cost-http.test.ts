@@ -112,6 +112,28 @@ t.test(`events reach a ClickHouse ${version} server over HTTP exactly once, roll
   { n: 5000, u: 5000, rejected: 500, hourly: 5000, raw_usd: 0.0135, hourly_usd: 0.0135 }, 'raw table and hourly rollup agree')
 })
 
+t.test('batches grouped into one insert go over HTTP as one Native body, exactly once', async (t) => {
+  const spool = join(DIR, 'spool-group')
+  const p = await CostPipeline.start({ backend: { kind: 'http', url: URL_, database: 'fairway' }, spoolDir: spool, flushMs: 20, insertMs: 600_000, log: () => {} })
+  for (let b = 0; b < 3; b++) {
+    for (let i = 0; i < 400; i++) p.emit(event('grouped', b * 400 + i))
+    const end = Date.now() + 20_000
+    while (p.stats().spooledRows < (b + 1) * 400 && Date.now() < end) await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+  t.equal(p.stats().spooledBatches, 3, 'three batches in the spool')
+  t.equal(p.stats().inserted, 0, 'waiting for insertMs')
+  await p.flush({ timeoutMs: 60_000 })
+  t.equal(p.stats().inserted, 1200)
+  t.equal(p.stats().insertedBatches, 3)
+  await p.close({ timeoutMs: 10_000 })
+  t.same(readdirSync(spool).filter((n) => n.endsWith('.native') || n.endsWith('.group')), [], 'batches and manifest removed')
+  t.same(await sql(`SELECT
+      (SELECT count() FROM cost_events WHERE tenant_id = 'grouped') AS n,
+      (SELECT uniqExact(event_id) FROM cost_events WHERE tenant_id = 'grouped') AS u,
+      (SELECT sum(requests) FROM cost_hourly WHERE tenant_id = 'grouped') AS hourly`),
+  { n: 1200, u: 1200, hourly: 1200 }, 'every event of the three batches once')
+})
+
 t.test('a spool kept while the server was unreachable replays into it exactly once, even twice', async (t) => {
   const spool = join(DIR, 'spool-kept')
   const down = await CostPipeline.start({ backend: { kind: 'http', url: 'http://127.0.0.1:1' }, spoolDir: spool, batchRows: 500, flushMs: 50, retryBaseMs: 50, retryMaxMs: 200, log: () => {} })

@@ -151,6 +151,8 @@ export interface CostConfig {
   readonly spoolDir: string
   readonly batchRows: number
   readonly flushMs: number
+  /** Spooled batches are inserted together after waiting this long. */
+  readonly insertMs: number
 }
 
 export interface PlatformConfig {

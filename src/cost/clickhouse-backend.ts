@@ -18,7 +18,8 @@
 // or TabSeparatedWithNames, by the file's extension).
 
 import { createReadStream, mkdirSync } from 'node:fs'
-import type { Readable } from 'node:stream'
+import { basename, dirname, join } from 'node:path'
+import { Readable } from 'node:stream'
 import { ClickHouseLogLevel, createClient, type ClickHouseClient, type ClickHouseSettings } from '@clickhouse/client'
 import { createChdbConnection } from 'chdb/connection'
 import { CostError, errorText } from './cost-error.js'
@@ -91,6 +92,10 @@ export function readonlySql (canonical: string): string {
     throw new CostError('FW_ERR_COST_QUERY_NOT_READONLY', 'only a trailing SETTINGS clause is allowed, and it may not set readonly or profile')
   }
   return trailing ? `${canonical}, readonly = 1` : `${canonical} SETTINGS readonly = 1`
+}
+
+async function * concatFiles (paths: readonly string[]): AsyncGenerator<Buffer> {
+  for (const p of paths) for await (const chunk of createReadStream(p)) yield chunk as Buffer
 }
 
 async function readAll (stream: Readable): Promise<string> {
@@ -185,14 +190,27 @@ export class ClickHouseBackend {
     await this.client.command({ query: typeof s === 'string' ? s : s.sql })
   }
 
-  /** Inserts one spooled batch, deduplicated by its id. Resolves only once ClickHouse acknowledged it. */
-  async insert (e: SpoolEntry): Promise<void> {
-    const types = TABLE_COLUMNS[e.table]
-    if (types === undefined) throw new CostError('FW_ERR_COST_SPOOL_CORRUPT', e.path, `unknown table ${e.table}`)
-    const cols = await readSpoolColumns(e)
-    for (const c of cols) if (types[c] === undefined) throw new CostError('FW_ERR_COST_SPOOL_CORRUPT', e.path, `unknown column ${c} of ${e.table}`)
+  /**
+   * Inserts spooled batches of one table as ONE insert, deduplicated by
+   * `token` (a lone batch's id, or its group's token). Resolves only once
+   * ClickHouse acknowledged it. Members of a group are Native batches with
+   * the same columns; one that differs is refused as corrupt, and the sink
+   * then inserts the members one by one.
+   */
+  async insert (entries: readonly SpoolEntry[], token: string): Promise<void> {
+    const head = entries[0]
+    if (head === undefined) return
+    const types = TABLE_COLUMNS[head.table]
+    if (types === undefined) throw new CostError('FW_ERR_COST_SPOOL_CORRUPT', head.path, `unknown table ${head.table}`)
+    const cols = await readSpoolColumns(head)
+    for (const c of cols) if (types[c] === undefined) throw new CostError('FW_ERR_COST_SPOOL_CORRUPT', head.path, `unknown column ${c} of ${head.table}`)
+    const list = cols.join(', ')
+    for (const e of entries.slice(1)) {
+      if (e.table !== head.table || e.format !== 'native' || head.format !== 'native') throw new CostError('FW_ERR_COST_SPOOL_CORRUPT', e.path, 'a group holds Native batches of one table only')
+      if ((await readSpoolColumns(e)).join(', ') !== list) throw new CostError('FW_ERR_COST_SPOOL_CORRUPT', e.path, `columns differ from ${basename(head.path)} of its group`)
+    }
     const settings: ClickHouseSettings = {
-      insert_deduplication_token: e.id,
+      insert_deduplication_token: token,
       insert_deduplicate: 1,
       deduplicate_blocks_in_dependent_materialized_views: 1,
       async_insert: 0,
@@ -201,23 +219,28 @@ export class ClickHouseBackend {
       // second on insert, measured; results are unchanged (readers aggregate).
       optimize_on_insert: 0,
     }
-    const target = `${this.qdb}.${e.table}`
-    const list = cols.join(', ')
+    const target = `${this.qdb}.${head.table}`
     if (this.kind === 'embedded') {
       // A Native file names and types its columns; TSV needs the structure
-      // spelled out (plain String for LowCardinality: +50% rows/s parsing, measured).
-      const source = e.format === 'native'
-        ? `file(${quoteLiteral(e.path)}, 'Native')`
-        : `file(${quoteLiteral(e.path)}, 'TabSeparatedWithNames', ${quoteLiteral(cols.map((c) => `${c} ${(types[c] ?? 'String').replace(/^LowCardinality\((.*)\)$/, '$1')}`).join(', '))})`
+      // spelled out (plain String for LowCardinality: +50% rows/s parsing,
+      // measured). A group is one file() over a {a,b,...} glob of its
+      // members' names: one insert and, for up to min_insert_block_size_rows
+      // (~1M) rows, one block — so a retry forms the same single block and
+      // the token deduplicates it.
+      const path = entries.length === 1 ? head.path : join(dirname(head.path), `{${entries.map((e) => basename(e.path)).join(',')}}`)
+      const source = head.format === 'native'
+        ? `file(${quoteLiteral(path)}, 'Native')`
+        : `file(${quoteLiteral(path)}, 'TabSeparatedWithNames', ${quoteLiteral(cols.map((c) => `${c} ${(types[c] ?? 'String').replace(/^LowCardinality\((.*)\)$/, '$1')}`).join(', '))})`
       await this.serial(() => this.client.command({
         query: `INSERT INTO ${target} (${list}) SELECT ${list} FROM ${source}`,
         clickhouse_settings: settings,
       }))
       return
     }
+    // Native blocks concatenate: a group's files, one after another, are one valid body.
     const r = await this.client.exec({
-      query: `INSERT INTO ${target} (${list}) FORMAT ${e.format === 'native' ? 'Native' : 'TabSeparatedWithNames'}`,
-      values: createReadStream(e.path),
+      query: `INSERT INTO ${target} (${list}) FORMAT ${head.format === 'native' ? 'Native' : 'TabSeparatedWithNames'}`,
+      values: entries.length === 1 ? createReadStream(head.path) : Readable.from(concatFiles(entries.map((e) => e.path))),
       clickhouse_settings: settings,
     })
     await readAll(r.stream) // the (empty) body ends once the insert is committed

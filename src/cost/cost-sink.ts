@@ -1,9 +1,14 @@
 // The cost sink: runs on its own worker thread and is the only code that
 // touches ClickHouse. It gathers ring pages into a Native block, cuts batches by size
 // (batchRows) or age (flushMs), writes each batch to the spool (fsync)
-// BEFORE offering it to ClickHouse, inserts batches one at a time in order
-// with the batch id as deduplication token, and deletes a spool file only
-// after ClickHouse acknowledged it. Failures are retried with exponential
+// BEFORE offering it to ClickHouse, inserts in order with the batch id as
+// deduplication token, and deletes a spool file only after ClickHouse
+// acknowledged it. Spooled batches wait up to insertMs and then go in
+// together, as one insert of a group (spool.ts): durability stays at
+// flushMs while ClickHouse sees a few large inserts instead of one small one
+// per second — an insert's fixed cost here (~40 ms of CPU: the statement and
+// its two materialized views planned, a part per table, later merges) is
+// what dominated the sink's CPU at batch-1 request rates. Failures are retried with exponential
 // backoff and jitter, forever: the spool cap, not a retry limit, bounds what
 // a long outage costs, and every event it cannot keep is counted and logged.
 //
@@ -11,6 +16,7 @@
 // them (MAX_SPOOL_BACKLOG), the sink stops taking pages; the ring on the
 // gateway thread then fills and counts drops there.
 
+import { basename } from 'node:path'
 import { CostError, errorText } from './cost-error.js'
 import { ClickHouseBackend, isPermanentInsertError } from './clickhouse-backend.js'
 import { backoffDelay, Sleeper } from './backoff.js'
@@ -18,16 +24,34 @@ import type { PageMessage } from './event-page.js'
 import { NativeBatchEncoder } from './native-batch.js'
 import { CAPACITY_COLUMNS } from './schema.js'
 import { C, Counters, type CloseResult, type FromSink, type SinkInit, type ToSink } from './sink-protocol.js'
-import { Spool, type SpoolEntry, type SpoolFormat } from './spool.js'
+import { Spool, type SpoolEntry, type SpoolFormat, type SpoolGroup } from './spool.js'
 import { uuidv7 } from './uuidv7.js'
 
 const MAX_SPOOL_BACKLOG = 4
+
+function rowsOf (items: readonly Queued[]): number {
+  let n = 0
+  for (const q of items) n += q.entry.rows
+  return n
+}
 const WARN_EVERY_MS = 10_000
 const CAPACITY_HEADER = CAPACITY_COLUMNS.join('\t') + '\n'
 
 interface Queued {
   readonly entry: SpoolEntry
   readonly seq: number
+  /** Date.now() when it was spooled (0: replayed, due at once). */
+  readonly at: number
+  /** The manifest it is inserted under, once one is written (or found at start). */
+  group: SpoolGroup | null
+  /** Inserted on its own: its group's insert was refused for good (one member may be bad). */
+  solo: boolean
+}
+
+/** One insert: a lone batch, or the members of a group. */
+interface Unit {
+  readonly items: Queued[]
+  readonly group: SpoolGroup | null
 }
 
 export class CostSink {
@@ -48,6 +72,8 @@ export class CostSink {
   private backlog = 0
   private readonly held: PageMessage[] = []
   private inserting = false
+  /** Wakes the insert loop when the head batch has waited insertMs. */
+  private dueTimer: NodeJS.Timeout | null = null
   private schemaReady = false
   private stopped = false
   private attempt = 0
@@ -81,10 +107,12 @@ export class CostSink {
       this.c.add(C.LOST_ROWS, spool.lostRows)
       this.log(`cost: LOST ${spool.lostRows} events: half-written spool files in ${spool.dir} (the process died while writing them; they never reached ClickHouse)`)
     }
+    const groupOf = new Map<string, SpoolGroup>()
+    for (const g of spool.groups) for (const name of g.members) groupOf.set(name, g)
     for (const entry of spool.found) {
       const seq = ++this.seq
       this.pending.push(seq)
-      this.queue.push({ entry, seq })
+      this.queue.push({ entry, seq, at: 0, group: groupOf.get(basename(entry.path)) ?? null, solo: false })
       this.c.add(C.SPOOLED_BATCHES, 1)
       this.c.add(C.SPOOLED_ROWS, entry.rows)
       this.c.add(C.SPOOLED_BYTES, entry.bytes)
@@ -178,7 +206,7 @@ export class CostSink {
       this.c.add(C.SPOOLED_BATCHES, 1)
       this.c.add(C.SPOOLED_ROWS, rows)
       this.c.add(C.SPOOLED_BYTES, entry.bytes)
-      this.queue.push({ entry, seq })
+      this.queue.push({ entry, seq, at: Date.now(), group: null, solo: false })
       this.kick()
       return true
     } finally {
@@ -212,16 +240,21 @@ export class CostSink {
           }
           continue
         }
-        const head = this.queue[0]
-        if (head === undefined) break
+        const unit = await this.nextUnit()
+        if (unit === null) break
+        const head = unit.items[0] as Queued
+        const what = unit.group === null
+          ? `batch ${head.entry.id} (${head.entry.rows} ${head.entry.table} rows)`
+          : `group ${unit.group.token} (${unit.items.length} batches, ${rowsOf(unit.items)} ${head.entry.table} rows)`
         const t0 = performance.now()
         try {
-          this.inflight = backend.insert(head.entry)
+          this.inflight = backend.insert(unit.items.map((q) => q.entry), unit.group?.token ?? head.entry.id)
           await this.inflight
         } catch (err) {
           this.c.add(C.INSERT_FAILURES, 1)
-          if (isPermanentInsertError(err)) await this.deadLetter(head, err)
-          else await this.retryLater('insert', `insert of batch ${head.entry.id} (${head.entry.rows} ${head.entry.table} rows) failed`, err)
+          if (isPermanentInsertError(err) && unit.group !== null) await this.ungroup(unit, err)
+          else if (isPermanentInsertError(err)) await this.deadLetter(head, err)
+          else await this.retryLater('insert', `insert of ${what} failed`, err)
           continue
         } finally {
           this.inflight = null
@@ -233,18 +266,76 @@ export class CostSink {
           process.kill(process.pid, 'SIGKILL')
           await new Promise(() => {})
         }
+        const spool = this.spool as Spool
         try {
-          await (this.spool as Spool).remove(head.entry)
+          if (unit.group === null) await spool.remove(head.entry)
+          else await spool.removeGroup(unit.group, unit.items.map((q) => q.entry))
         } catch (err) {
-          this.warn('unspool', `cost: cannot remove ${head.entry.path} (${errorText(err)}); it is inserted again at the next start and deduplicated`)
+          this.warn('unspool', `cost: cannot remove the spool files of ${what} (${errorText(err)}); they are inserted again at the next start and deduplicated`)
         }
-        this.settle(head)
-        this.c.add(C.INSERTED_ROWS, head.entry.rows)
-        this.c.add(C.INSERTED_BATCHES, 1)
+        for (const q of unit.items) this.settle(q)
+        this.c.add(C.INSERTED_ROWS, rowsOf(unit.items))
+        this.c.add(C.INSERTED_BATCHES, unit.items.length)
       }
     } finally {
       this.inserting = false
     }
+  }
+
+  /**
+   * The next insert, or null when there is none yet. A group found at start
+   * goes in as it was. Otherwise the head and the Native batches of its
+   * table right behind it (up to batchRows rows) go together, once the head
+   * has waited insertMs, the run is full or cannot grow, or a flush or close
+   * is waiting; a run of two or more gets its manifest written first.
+   */
+  private async nextUnit (): Promise<Unit | null> {
+    const head = this.queue[0]
+    if (head === undefined) return null
+    if (head.group !== null) {
+      const g = head.group
+      return { items: this.queue.filter((q) => q.group === g), group: g }
+    }
+    const groupable = (q: Queued): boolean => q.group === null && !q.solo && q.entry.format === 'native' && q.entry.table === head.entry.table
+    const items = [head]
+    let rows = head.entry.rows
+    let full = !groupable(head)
+    for (let i = 1; !full && i < this.queue.length; i++) {
+      const q = this.queue[i] as Queued
+      if (!groupable(q) || rows + q.entry.rows > this.init.batchRows) { full = true; break }
+      items.push(q)
+      rows += q.entry.rows
+    }
+    const due = head.at + this.init.insertMs
+    if (!full && rows < this.init.batchRows && this.waiters.length === 0 && Date.now() < due) {
+      if (this.dueTimer === null) {
+        this.dueTimer = setTimeout(() => { this.dueTimer = null; this.kick() }, due - Date.now())
+      }
+      return null
+    }
+    if (items.length === 1) return { items, group: null }
+    let g: SpoolGroup
+    try {
+      g = await (this.spool as Spool).writeGroup(items.map((q) => q.entry))
+    } catch (err) {
+      this.warn('group', `cost: cannot write a group manifest (${errorText(err)}); inserting batch ${head.entry.id} on its own`)
+      return { items: [head], group: null }
+    }
+    for (const q of items) q.group = g
+    return { items, group: g }
+  }
+
+  /** A group ClickHouse refused for good: its members go in one by one, so only a bad one is dead-lettered. */
+  private async ungroup (unit: Unit, err: unknown): Promise<void> {
+    const g = unit.group as SpoolGroup
+    this.log(`cost: ClickHouse refused group ${g.token} (${unit.items.length} batches): ${errorText(err)}; inserting its batches one by one`)
+    try {
+      await (this.spool as Spool).dropGroup(g)
+    } catch (e) {
+      // The manifest stays: a restart retries the group, refused again, and comes back here.
+      this.log(`cost: cannot remove ${g.path}: ${errorText(e)}`)
+    }
+    for (const q of unit.items) { q.group = null; q.solo = true }
   }
 
   private settle (q: Queued): void {
@@ -298,7 +389,9 @@ export class CostSink {
     this.cut()
     const upTo = this.seq
     if ((this.pending[0] ?? Infinity) > upTo) return Promise.resolve()
-    return new Promise((resolve) => { this.waiters.push({ upTo, resolve }) })
+    const done = new Promise<void>((resolve) => { this.waiters.push({ upTo, resolve }) })
+    this.kick() // batches already spooled and waiting out insertMs go now
+    return done
   }
 
   private async close (timeoutMs: number): Promise<CloseResult> {
@@ -312,6 +405,7 @@ export class CostSink {
     // Whatever was cut is on disk (or counted as dropped) before we stop.
     await this.spoolChain
     this.stopped = true
+    if (this.dueTimer !== null) { clearTimeout(this.dueTimer); this.dueTimer = null }
     this.sleeper.interrupt()
     // Embedded: the backend serialises close behind an insert in flight.
     await this.backend?.close().catch(() => {})

@@ -11,6 +11,7 @@ export interface SinkInit {
   readonly spoolDir: string
   readonly batchRows: number
   readonly flushMs: number
+  readonly insertMs: number
   readonly spoolMaxBytes: number
   readonly retryBaseMs: number
   readonly retryMaxMs: number

@@ -15,6 +15,19 @@
 //
 // Cost per batch: one write + two fsyncs (~9 ms for 3 MB on this machine's
 // ext4), amortised over batchRows events.
+//
+// Groups: several consecutive Native batches of one table can go to
+// ClickHouse as ONE insert (an insert's fixed cost — planning the insert and
+// its materialized views, one part per table — is ~40 ms here, far more than
+// a second's worth of rows at batch-1 rates). Before such an insert the sink
+// writes a manifest, `<first member id>.group`, listing the members' file
+// names (written and fsynced like a batch), and the insert's deduplication
+// token is the manifest's. At start a manifest re-forms its group from the
+// members still present, so a group acknowledged but not yet unspooled is
+// offered again under the same token and deduplicated. After the
+// acknowledgement the members are unlinked and the directory fsynced BEFORE
+// the manifest goes: members that outlived their manifest would be replayed
+// under their own ids and stored twice.
 
 import { hostname } from 'node:os'
 import { basename, join } from 'node:path'
@@ -34,6 +47,7 @@ export interface SpoolEntry {
   readonly path: string
 }
 
+const GROUP = /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.group$/
 const NAME = /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.([a-z_][a-z0-9_]*)\.(\d+)\.(native|tsv)$/
 const LOCK = '.lock'
 export const DEAD_DIR = 'dead'
@@ -78,18 +92,33 @@ export async function readSpoolColumns (e: SpoolEntry): Promise<string[]> {
   }
 }
 
+/** A group's deduplication token: never equal to a batch id, so a member's own insert can never collide with it. */
+function groupToken (firstId: string): string {
+  return `group-${firstId}`
+}
+
 function alive (pid: number): boolean {
   try { process.kill(pid, 0); return true } catch (err) { return (err as NodeJS.ErrnoException).code === 'EPERM' }
+}
+
+/** A manifest: these batches (file names, in order) are inserted as one, with `token`. */
+export interface SpoolGroup {
+  readonly token: string
+  readonly path: string
+  readonly members: readonly string[]
 }
 
 export class Spool {
   /** Batches found at open, oldest first: the replay. */
   readonly found: SpoolEntry[]
+  /** Manifests found at open whose members are (some of them) still here. */
+  readonly groups: SpoolGroup[]
   /** Rows in half-written batches found at open (the process died mid-write). */
   readonly lostRows: number
 
-  private constructor (readonly dir: string, found: SpoolEntry[], lostRows: number) {
+  private constructor (readonly dir: string, found: SpoolEntry[], groups: SpoolGroup[], lostRows: number) {
     this.found = found
+    this.groups = groups
     this.lostRows = lostRows
   }
 
@@ -123,13 +152,55 @@ export class Spool {
       lostRows += parseSpoolName(name.slice(0, -4))?.rows ?? 0
       await unlink(join(dir, name)).catch(() => {})
     }
-    return new Spool(dir, await listSpool(dir), lostRows)
+    const found = await listSpool(dir)
+    const present = new Set(found.map((e) => basename(e.path)))
+    const groups: SpoolGroup[] = []
+    for (const name of (await readdir(dir)).sort()) {
+      const m = GROUP.exec(name)
+      if (m === null) continue
+      const path = join(dir, name)
+      const members = (await readFile(path, 'utf8').catch(() => '')).split('\n').filter((n) => n !== '')
+      // Every member gone: the group was acknowledged and unspooled, only the manifest's own unlink was lost.
+      if (!members.some((n) => present.has(n))) { await unlink(path).catch(() => {}); continue }
+      groups.push({ token: groupToken(m[1] as string), path, members })
+    }
+    return new Spool(dir, found, groups, lostRows)
+  }
+
+  /** Writes the manifest of a group of batches (fsynced, then renamed into place) before their one insert. */
+  async writeGroup (members: readonly SpoolEntry[]): Promise<SpoolGroup> {
+    const first = members[0]
+    if (first === undefined) throw new CostError('FW_ERR_COST_SPOOL_IO', this.dir, 'empty group')
+    const names = members.map((e) => basename(e.path))
+    const path = join(this.dir, `${first.id}.group`)
+    await this.writeDurably(path, [Buffer.from(names.join('\n') + '\n', 'utf8')])
+    return { token: groupToken(first.id), path, members: names }
+  }
+
+  /** After a group's insert was acknowledged: members first, made durable, then the manifest (see the header). */
+  async removeGroup (g: SpoolGroup, members: readonly SpoolEntry[]): Promise<void> {
+    for (const e of members) await this.remove(e)
+    await this.syncDir()
+    await this.dropGroup(g)
+  }
+
+  /** Forgets a manifest (its members stay, to be inserted one by one). */
+  async dropGroup (g: SpoolGroup): Promise<void> {
+    await unlink(g.path).catch((err: unknown) => {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+    })
+    await this.syncDir()
   }
 
   /** Writes the chunks, in order, as one batch file (writev: the chunks are not joined in memory). */
   async write (id: string, table: string, rows: number, format: SpoolFormat, chunks: readonly Buffer[]): Promise<SpoolEntry> {
-    const name = `${id}.${table}.${rows}.${format}`
-    const path = join(this.dir, name)
+    const path = join(this.dir, `${id}.${table}.${rows}.${format}`)
+    const bytes = await this.writeDurably(path, chunks)
+    return { id, table, rows, format, bytes, path }
+  }
+
+  /** `<path>.tmp`, written and fsynced, renamed to `path`, directory fsynced. Returns the bytes written. */
+  private async writeDurably (path: string, chunks: readonly Buffer[]): Promise<number> {
     const tmp = path + '.tmp'
     let bytes = 0
     try {
@@ -153,7 +224,7 @@ export class Spool {
       await unlink(tmp).catch(() => {})
       throw new CostError('FW_ERR_COST_SPOOL_IO', this.dir, errorText(err))
     }
-    return { id, table, rows, format, bytes, path }
+    return bytes
   }
 
   /** After the insert was acknowledged. No fsync: if the unlink is lost in a crash, the replay is deduplicated. */
