@@ -330,7 +330,7 @@ function costConfig (c: Checker, v: unknown, baseDir: string): CostConfig {
     spoolDir: dir('spoolDir', 'var/cost/spool'),
     batchRows: c.number(o, 'batchRows', p, { min: 1, max: 1_000_000, int: true, dflt: 100_000 }),
     flushMs: c.number(o, 'flushMs', p, { min: 10, max: 60_000, int: true, dflt: 1000 }),
-    insertMs: c.number(o, 'insertMs', p, { min: 0, max: 600_000, int: true, dflt: 10_000 }),
+    insertMs: c.number(o, 'insertMs', p, { min: 0, max: 600_000, int: true, dflt: 3000 }),
   }
 }
 

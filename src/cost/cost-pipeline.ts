@@ -43,12 +43,12 @@ export interface CostPipelineOptions {
   /** A batch is cut (and spooled: durable) at most this long after its first event (default 1000 ms). */
   flushMs?: number
   /**
-   * Spooled batches wait up to this long (default 10 000 ms) and go to
+   * Spooled batches wait up to this long (default 3 000 ms) and go to
    * ClickHouse together, as one insert of up to batchRows rows; flush() and
    * close() do not wait. Sets how fresh queries are, not what a crash loses
-   * (that is flushMs). An insert costs ~40 ms of CPU here whatever its size:
-   * at 2,000 events/s the sink and ClickHouse took ~40 µs per event with one
-   * insert a second and ~15-20 with one every 5 s, measured.
+   * (that is flushMs): 3 s keeps emit → queryable under 5 s. An insert
+   * costs ~40 ms of CPU here whatever its size, so at batch-1 request rates
+   * this is most of the sink's CPU (perf/bench-cost-rate.ts, docs/cost.md).
    */
   insertMs?: number
   /** Events the ring holds before emit() drops (default 65 536, ~9.4 MB). */
@@ -201,7 +201,7 @@ export class CostPipeline {
       spoolDir,
       batchRows: positive('batchRows', opts.batchRows, 250_000),
       flushMs: positive('flushMs', opts.flushMs, 1_000),
-      insertMs: positive('insertMs', opts.insertMs, 10_000, 0),
+      insertMs: positive('insertMs', opts.insertMs, 3_000, 0),
       spoolMaxBytes: positive('spoolMaxBytes', opts.spoolMaxBytes, 1024 ** 3, 0),
       retryBaseMs: positive('retryBaseMs', opts.retryBaseMs, 250),
       retryMaxMs: positive('retryMaxMs', opts.retryMaxMs, 30_000),

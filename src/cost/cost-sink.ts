@@ -44,7 +44,13 @@ interface Queued {
   readonly at: number
   /** The manifest it is inserted under, once one is written (or found at start). */
   group: SpoolGroup | null
-  /** Inserted on its own: its group's insert was refused for good (one member may be bad). */
+  /**
+   * Inserted on its own, under its own id, for good: it was offered alone
+   * once (that insert may have committed with its acknowledgement lost), or
+   * replayed from outside any manifest (same reason, before the restart), or
+   * its group was refused for good. Putting it in a group now could store
+   * it twice.
+   */
   solo: boolean
 }
 
@@ -112,7 +118,8 @@ export class CostSink {
     for (const entry of spool.found) {
       const seq = ++this.seq
       this.pending.push(seq)
-      this.queue.push({ entry, seq, at: 0, group: groupOf.get(basename(entry.path)) ?? null, solo: false })
+      const group = groupOf.get(basename(entry.path)) ?? null
+      this.queue.push({ entry, seq, at: 0, group, solo: group === null })
       this.c.add(C.SPOOLED_BATCHES, 1)
       this.c.add(C.SPOOLED_ROWS, entry.rows)
       this.c.add(C.SPOOLED_BYTES, entry.bytes)
@@ -287,7 +294,9 @@ export class CostSink {
    * goes in as it was. Otherwise the head and the Native batches of its
    * table right behind it (up to batchRows rows) go together, once the head
    * has waited insertMs, the run is full or cannot grow, or a flush or close
-   * is waiting; a run of two or more gets its manifest written first.
+   * is waiting; a run of two or more gets its manifest written first. A
+   * batch's first attempt fixes its unit: a lone batch stays alone, a
+   * group's members stay in that group, through every retry.
    */
   private async nextUnit (): Promise<Unit | null> {
     const head = this.queue[0]
@@ -313,12 +322,13 @@ export class CostSink {
       }
       return null
     }
-    if (items.length === 1) return { items, group: null }
+    if (items.length === 1) { head.solo = true; return { items, group: null } }
     let g: SpoolGroup
     try {
       g = await (this.spool as Spool).writeGroup(items.map((q) => q.entry))
     } catch (err) {
       this.warn('group', `cost: cannot write a group manifest (${errorText(err)}); inserting batch ${head.entry.id} on its own`)
+      head.solo = true
       return { items: [head], group: null }
     }
     for (const q of items) q.group = g
