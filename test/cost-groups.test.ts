@@ -8,7 +8,7 @@
 
 import t from 'tap'
 import { spawn } from 'node:child_process'
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
@@ -182,4 +182,10 @@ t.test('a group refused for good is inserted batch by batch: only the bad batch 
   t.match(logs.join('\n'), /refused group group-[0-9a-f-]+ \(3 batches\).*one by one/)
   t.same(await counts(p, 'bad'), { n: 500, u: 500, hourly: 500, usage: 500 })
   await p.close()
+})
+
+t.test('an unreadable group manifest stops the start instead of being forgotten', async (t) => {
+  const spool = join(DIR, 'spool-unreadable')
+  mkdirSync(join(spool, `${uuidv7()}.group`), { recursive: true }) // a directory: reading it fails
+  await t.rejects(CostPipeline.start({ backend: { kind: 'embedded', dataDir: DATA }, spoolDir: spool, log: () => {} }), { code: 'FW_ERR_COST_SPOOL_IO', message: /cannot read the group manifest/ })
 })

@@ -5,12 +5,13 @@
 // deduplication token, and deletes a spool file only after ClickHouse
 // acknowledged it. Spooled batches wait up to insertMs and then go in
 // together, as one insert of a group (spool.ts): durability stays at
-// flushMs while ClickHouse sees a few large inserts instead of one small one
-// per second — an insert's fixed cost here (~40 ms of CPU: the statement and
-// its two materialized views planned, a part per table, later merges) is
-// what dominated the sink's CPU at batch-1 request rates. Failures are retried with exponential
-// backoff and jitter, forever: the spool cap, not a retry limit, bounds what
-// a long outage costs, and every event it cannot keep is counted and logged.
+// flushMs while ClickHouse sees a few large inserts instead of one small
+// one per second — an insert's fixed cost here (~40 ms of CPU: the
+// statement and its two materialized views planned, a part per table,
+// later merges) is what dominated the sink's CPU at batch-1 request rates.
+// Failures are retried with exponential backoff and jitter, forever: the
+// spool cap, not a retry limit, bounds what a long outage costs, and every
+// event it cannot keep is counted and logged.
 //
 // Flow control: when batches pile up in memory faster than the disk takes
 // them (MAX_SPOOL_BACKLOG), the sink stops taking pages; the ring on the
@@ -28,12 +29,6 @@ import { Spool, type SpoolEntry, type SpoolFormat, type SpoolGroup } from './spo
 import { uuidv7 } from './uuidv7.js'
 
 const MAX_SPOOL_BACKLOG = 4
-
-function rowsOf (items: readonly Queued[]): number {
-  let n = 0
-  for (const q of items) n += q.entry.rows
-  return n
-}
 const WARN_EVERY_MS = 10_000
 const CAPACITY_HEADER = CAPACITY_COLUMNS.join('\t') + '\n'
 
@@ -58,6 +53,12 @@ interface Queued {
 interface Unit {
   readonly items: Queued[]
   readonly group: SpoolGroup | null
+}
+
+function rowsOf (items: readonly Queued[]): number {
+  let n = 0
+  for (const q of items) n += q.entry.rows
+  return n
 }
 
 export class CostSink {
@@ -342,8 +343,11 @@ export class CostSink {
     try {
       await (this.spool as Spool).dropGroup(g)
     } catch (e) {
-      // The manifest stays: a restart retries the group, refused again, and comes back here.
-      this.log(`cost: cannot remove ${g.path}: ${errorText(e)}`)
+      // Not one by one while the manifest is on disk: after a restart it
+      // would re-form the group from the good members alone, which would
+      // then go in again under the group's token. Retry the whole step.
+      await this.retryLater('ungroup', `cannot remove the manifest ${g.path}`, e)
+      return
     }
     for (const q of unit.items) { q.group = null; q.solo = true }
   }

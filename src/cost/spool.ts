@@ -159,7 +159,10 @@ export class Spool {
       const m = GROUP.exec(name)
       if (m === null) continue
       const path = join(dir, name)
-      const members = (await readFile(path, 'utf8').catch(() => '')).split('\n').filter((n) => n !== '')
+      // Unreadable is not "empty": forgetting a manifest whose group went in
+      // would replay its members under their own ids, twice stored.
+      const text = await readFile(path, 'utf8').catch((err: unknown) => { throw new CostError('FW_ERR_COST_SPOOL_IO', dir, `cannot read the group manifest ${name}: ${errorText(err)}`) })
+      const members = text.split('\n').filter((n) => n !== '')
       // Every member gone: the group was acknowledged and unspooled, only the manifest's own unlink was lost.
       if (!members.some((n) => present.has(n))) { await unlink(path).catch(() => {}); continue }
       groups.push({ token: groupToken(m[1] as string), path, members })
