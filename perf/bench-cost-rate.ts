@@ -10,7 +10,6 @@
 //
 // Run: npm run bench:cost-rate [-- --rate 2000 --seconds 60 --rounds 2 --insert-ms 0,3000,10000]
 
-import { spawn } from 'node:child_process'
 import { appendFileSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -20,6 +19,7 @@ import { CostPipeline } from '../src/cost/cost-pipeline.js'
 import type { CostEvent } from '../src/cost/cost-event.js'
 import { uuidv7 } from '../src/cost/uuidv7.js'
 import { packageRoot } from '../src/runtime/affinity.js'
+import { runChildJson } from './child-json.js'
 
 interface CaseResult {
   insertMs: number
@@ -75,18 +75,7 @@ async function runCase (rate: number, seconds: number, insertMs: number): Promis
 }
 
 function child (rate: number, seconds: number, insertMs: number): Promise<CaseResult> {
-  const args = [...process.execArgv, fileURLToPath(import.meta.url), '--case', String(insertMs), '--rate', String(rate), '--seconds', String(seconds)]
-  return new Promise((resolve, reject) => {
-    const c = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] })
-    let out = ''
-    c.stdout.on('data', (d: Buffer) => { out += d.toString() })
-    c.on('error', reject)
-    c.on('exit', (code) => {
-      const line = out.trim().split('\n').at(-1) ?? ''
-      if (code !== 0 || line === '') reject(new Error(`case insertMs ${insertMs} exited ${code}: ${out}`))
-      else resolve(JSON.parse(line) as CaseResult)
-    })
-  })
+  return runChildJson<CaseResult>(fileURLToPath(import.meta.url), ['--case', String(insertMs), '--rate', String(rate), '--seconds', String(seconds)], `case insertMs ${insertMs}`)
 }
 
 async function main (): Promise<void> {

@@ -24,7 +24,7 @@
 // Each case runs in its own child process (libchdb binds one data directory
 // per process). Run: npm run bench:cost  (node dist/perf/bench-cost.js)
 
-import { execFileSync, spawn } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import { appendFileSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { cpus, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -34,6 +34,7 @@ import { CostPipeline } from '../src/cost/cost-pipeline.js'
 import type { CostEvent } from '../src/cost/cost-event.js'
 import { uuidv7 } from '../src/cost/uuidv7.js'
 import { loadAffinity, packageRoot } from '../src/runtime/affinity.js'
+import { runChildJson } from './child-json.js'
 
 const THROUGHPUT_EVENTS = Number(process.env.BENCH_COST_EVENTS ?? 3_000_000)
 /** Pipeline default unless BENCH_COST_BATCH is set. */
@@ -252,19 +253,7 @@ async function child (which: string, pin: boolean): Promise<void> {
 }
 
 function run (which: string, pin: boolean): Promise<Record<string, number>> {
-  const self = fileURLToPath(import.meta.url)
-  const args = [...process.execArgv, self, '--case', which, ...(pin ? ['--pin'] : [])]
-  return new Promise((resolve, reject) => {
-    const c = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] })
-    let out = ''
-    c.stdout.on('data', (d: Buffer) => { out += d.toString() })
-    c.on('error', reject)
-    c.on('exit', (code) => {
-      const line = out.trim().split('\n').at(-1) ?? ''
-      if (code !== 0 || line === '') reject(new Error(`bench case ${which} exited ${code}: ${out}`))
-      else resolve(JSON.parse(line) as Record<string, number>)
-    })
-  })
+  return runChildJson<Record<string, number>>(fileURLToPath(import.meta.url), ['--case', which, ...(pin ? ['--pin'] : [])], `bench case ${which}`)
 }
 
 /** Pinning needs two CPUs, taskset and the affinity addon. */

@@ -13,6 +13,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { ClickHouseBackend } from '../src/cost/clickhouse-backend.js'
 import { CostPipeline } from '../src/cost/cost-pipeline.js'
+import { storedCounts as counts } from './helpers/cost.js'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 const DIR = mkdtempSync(join(tmpdir(), 'fairway-cost-crash-'))
@@ -59,14 +60,6 @@ function child (mode: string, tenant: string, onLine: (line: string, kill: () =>
     c.on('error', reject)
     c.on('exit', (code, signal) => { resolve({ code, signal, stderr }) })
   })
-}
-
-async function counts (p: CostPipeline, tenant: string): Promise<{ n: number, u: number, hourly: number, usage: number }> {
-  return JSON.parse(await p.query(`SELECT
-      (SELECT count() FROM cost_events WHERE tenant_id = '${tenant}') AS n,
-      (SELECT uniqExact(event_id) FROM cost_events WHERE tenant_id = '${tenant}') AS u,
-      (SELECT sum(requests) FROM cost_hourly WHERE tenant_id = '${tenant}') AS hourly,
-      (SELECT sum(requests) FROM usage_hourly WHERE tenant_id = '${tenant}') AS usage`)) as { n: number, u: number, hourly: number, usage: number }
 }
 
 t.test('killed between the insert and the spool removal: the replay is deduplicated', async (t) => {

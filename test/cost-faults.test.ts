@@ -8,6 +8,7 @@ import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { CostPipeline } from '../src/cost/cost-pipeline.js'
+import { storedCounts as counts } from './helpers/cost.js'
 import { COST_EVENT_COLUMNS, type CostEvent } from '../src/cost/cost-event.js'
 import { uuidv7 } from '../src/cost/uuidv7.js'
 
@@ -23,15 +24,6 @@ function event (tenant: string, i: number): CostEvent {
     status: 'ok', http_status: 200, queue_wait_ms: i % 10, inference_ms: 0.5, batch_rows: 4, rows: 1, compute_seconds: 0.00001,
     cache_hit: false, fallback: false, degraded: false, cost_estimate_usd: 0.000003, price_version: 'p', cost_center: 'c', region: 'r', node_id: 'n',
   }
-}
-
-async function counts (p: CostPipeline, tenant: string): Promise<{ n: number, u: number, hourly: number, usage: number }> {
-  const text = await p.query(`SELECT
-      (SELECT count() FROM cost_events WHERE tenant_id = '${tenant}') AS n,
-      (SELECT uniqExact(event_id) FROM cost_events WHERE tenant_id = '${tenant}') AS u,
-      (SELECT sum(requests) FROM cost_hourly WHERE tenant_id = '${tenant}') AS hourly,
-      (SELECT sum(requests) FROM usage_hourly WHERE tenant_id = '${tenant}') AS usage`)
-  return JSON.parse(text) as { n: number, u: number, hourly: number, usage: number }
 }
 
 t.test('inserts failing for a while, then lost acknowledgements: zero lost, zero duplicated', async (t) => {

@@ -13,22 +13,13 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { CostPipeline } from '../src/cost/cost-pipeline.js'
-import type { CostEvent } from '../src/cost/cost-event.js'
 import { uuidv7 } from '../src/cost/uuidv7.js'
+import { costEvent, storedCounts as counts } from './helpers/cost.js'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 const DIR = mkdtempSync(join(tmpdir(), 'fairway-cost-groups-'))
 const DATA = join(DIR, 'data')
 t.teardown(() => { rmSync(DIR, { recursive: true, force: true }) })
-
-function event (tenant: string, i: number): CostEvent {
-  return {
-    event_id: uuidv7(), ts_ms: Date.parse('2030-06-01T00:00:00Z') + i, tenant_id: tenant, route: 'http:/v2/models/{m}/infer',
-    model_id: 'm', model_version: '1', variant: 'default', tier: 'shared', service_class: 'shared', model_class: 'light',
-    status: 'ok', http_status: 200, queue_wait_ms: 1, inference_ms: 0.5, batch_rows: 4, rows: 1, compute_seconds: 0.00001,
-    cache_hit: false, fallback: false, degraded: false, cost_estimate_usd: 0.000003, price_version: 'p', cost_center: 'c', region: 'r', node_id: 'n',
-  }
-}
 
 async function until (what: string, cond: () => boolean, ms = 20_000): Promise<void> {
   const end = Date.now() + ms
@@ -43,17 +34,9 @@ async function spoolBursts (p: CostPipeline, tenant: string, bursts: number, eac
   const taken = (): number => { const s = p.stats(); return s.inserted + s.spooledRows }
   const start = taken()
   for (let b = 0; b < bursts; b++) {
-    for (let i = 0; i < each; i++) p.emit(event(tenant, b * each + i))
+    for (let i = 0; i < each; i++) p.emit(costEvent(tenant, b * each + i, '2030-06-01'))
     await until(`batch ${b + 1} spooled`, () => taken() === start + (b + 1) * each)
   }
-}
-
-async function counts (p: CostPipeline, tenant: string): Promise<{ n: number, u: number, hourly: number, usage: number }> {
-  return JSON.parse(await p.query(`SELECT
-      (SELECT count() FROM cost_events WHERE tenant_id = '${tenant}') AS n,
-      (SELECT uniqExact(event_id) FROM cost_events WHERE tenant_id = '${tenant}') AS u,
-      (SELECT sum(requests) FROM cost_hourly WHERE tenant_id = '${tenant}') AS hourly,
-      (SELECT sum(requests) FROM usage_hourly WHERE tenant_id = '${tenant}') AS usage`)) as { n: number, u: number, hourly: number, usage: number }
 }
 
 async function insertQueries (p: CostPipeline): Promise<number> {

@@ -11,21 +11,14 @@ import { join } from 'node:path'
 import { runCostReplay, runSql, type CliIO } from '../src/cli/cost-commands.js'
 import { CostPipeline } from '../src/cost/cost-pipeline.js'
 import type { CostEvent } from '../src/cost/cost-event.js'
-import { uuidv7 } from '../src/cost/uuidv7.js'
+import { costEvent } from './helpers/cost.js'
 
 const DIR = mkdtempSync(join(tmpdir(), 'fairway-cost-replay-'))
 const DATA = join(DIR, 'data')
 const UNREACHABLE = 'http://127.0.0.1:1'
 t.teardown(() => { rmSync(DIR, { recursive: true, force: true }) })
 
-function event (tenant: string, i: number): CostEvent {
-  return {
-    event_id: uuidv7(), ts_ms: Date.parse('2030-05-01T00:00:00Z') + i, tenant_id: tenant, route: 'http:/v2/models/{m}/infer',
-    model_id: 'm', model_version: '1', variant: 'default', tier: 'shared', service_class: 'shared', model_class: 'light',
-    status: 'ok', http_status: 200, queue_wait_ms: 1, inference_ms: 0.5, batch_rows: 4, rows: 1, compute_seconds: 0.00001,
-    cache_hit: false, fallback: false, degraded: false, cost_estimate_usd: 0.000003, price_version: 'p', cost_center: 'c', region: 'r', node_id: 'n',
-  }
-}
+const event = (tenant: string, i: number): CostEvent => costEvent(tenant, i, '2030-05-01')
 
 function io (): CliIO & { stdout: string, stderr: string } {
   const r = { stdout: '', stderr: '', out: (s: string) => { r.stdout += s }, err: (s: string) => { r.stderr += s } }
