@@ -120,30 +120,33 @@ t.test('SIGTERM drains in-flight requests, flushes their cost events, closes the
   })
   const url = `http://127.0.0.1:${port}`
   const body = inferBody('input', 8, 128, sampleInput(128, 8, 1))
+  // 32 full batches (under acme's concurrency 64 and heavy's maxQueued 64):
+  // with 12, all were once answered before the /metrics poll saw them admitted.
+  const N = 32
   let answered = 0
-  const inflight = Array.from({ length: 12 }, async () => { const r = await call(url, '/v2/models/heavy-encoder/infer', { key: KEYS.acme, body }); answered++; return r })
-  // SIGTERM only once all twelve are admitted (a counter: it cannot be
+  const inflight = Array.from({ length: N }, async () => { const r = await call(url, '/v2/models/heavy-encoder/infer', { key: KEYS.acme, body }); answered++; return r })
+  // SIGTERM only once all N are admitted (a counter: it cannot be
   // missed), not after a fixed sleep: a request the child parses after
   // SIGTERM is refused as draining, and a descheduled test process sent the
-  // signal before its requests were written. Twelve batches on heavy's one
+  // signal before its requests were written. N batches on heavy's one
   // worker keep most of them in flight well past that.
   for (;;) {
     const m = await call(url, '/metrics', { key: 'fw_demo_admin' })
     const admitted = Number(/fairway_tenant_admitted_total\{tenant="acme"[^}]*\} (\d+)/.exec(String(m.json))?.[1] ?? 0)
-    if (admitted >= 12) break
+    if (admitted >= N) break
     await new Promise((r) => setTimeout(r, 2))
   }
   const exited = new Promise<number | null>((resolve) => child.on('exit', (c) => { resolve(c) }))
   const answeredBefore = answered
   child.kill('SIGTERM')
-  t.ok(answeredBefore < 12, `premise: ${12 - answeredBefore} request(s) still in flight at SIGTERM`)
+  t.ok(answeredBefore < N, `premise: ${N - answeredBefore} request(s) still in flight at SIGTERM`)
   const replies = await Promise.all(inflight)
-  t.same(replies.map((r) => r.status), Array(12).fill(200), 'every in-flight request finished')
+  t.same(replies.map((r) => r.status), Array(N).fill(200), 'every in-flight request finished')
   t.equal(await exited, 0, 'exit code 0')
   t.match(out, /draining[\s\S]*stopped/)
   await t.rejects(fetch(`${url}/v2/health/live`), 'listen socket closed')
   // The store is free once the server has exited: every event is in it.
   const sql = spawnSync(process.execPath, [join(ROOT, 'bin', 'fairway.js'), 'sql', "SELECT count() AS n FROM cost_events WHERE status = 'ok'", '--format', 'csv', '--data-dir', join(dir, 'chdb')], { encoding: 'utf8', timeout: 60_000 })
   t.equal(sql.status, 0, sql.stderr)
-  t.match(sql.stdout, /^"?n"?\n12\n/, 'the twelve drained requests were billed before exit')
+  t.match(sql.stdout, new RegExp(`^"?n"?\\n${N}\\n`), 'every drained request was billed before exit')
 })
