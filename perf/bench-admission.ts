@@ -15,6 +15,7 @@ import { cpus } from 'node:os'
 import { performance, PerformanceObserver } from 'node:perf_hooks'
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads'
 import { AdmissionTable, Reject } from '../src/admission/admission-table.js'
+import { parseCli } from './cli-args.js'
 
 const GROUP = 100
 const SAMPLES = 20_000
@@ -79,6 +80,7 @@ function allocationCheck (n: number): { bytesPerDecision: number, gcs: number } 
 }
 
 if (isMainThread) {
+  parseCli('usage: node dist/perf/bench-admission.js   (npm run bench:admission; no options)\n  --help  this text', {})
   const alloc = allocationCheck(2_000_000)
   const single = run(table())
   const shared = table()

@@ -14,12 +14,21 @@ import { appendFileSync, mkdtempSync, readdirSync, readFileSync, rmSync } from '
 import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { parseArgs } from 'node:util'
 import { CostPipeline } from '../src/cost/cost-pipeline.js'
 import type { CostEvent } from '../src/cost/cost-event.js'
 import { uuidv7 } from '../src/cost/uuidv7.js'
 import { packageRoot } from '../src/runtime/affinity.js'
+import { runMain } from './bench-platform.js'
 import { runChildJson } from './child-json.js'
+import { cliNumber, parseCli } from './cli-args.js'
+
+const USAGE = `usage: node dist/perf/bench-cost-rate.js [options]   (npm run bench:cost-rate -- [options])
+  --rate N         cost events per second (default 2000)
+  --seconds S      emitting seconds per case (default 60)
+  --rounds N       rounds, cases interleaved within each (default 2)
+  --insert-ms LIST comma-separated cost.insertMs values, one case each (default 0,3000,10000)
+  --case MS        run one case in this process and print its JSON (no perf/RESULTS.md)
+  --help           this text`
 
 interface CaseResult {
   insertMs: number
@@ -78,21 +87,19 @@ function child (rate: number, seconds: number, insertMs: number): Promise<CaseRe
   return runChildJson<CaseResult>(fileURLToPath(import.meta.url), ['--case', String(insertMs), '--rate', String(rate), '--seconds', String(seconds)], `case insertMs ${insertMs}`)
 }
 
-async function main (): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      case: { type: 'string' },
-      rate: { type: 'string', default: '2000' },
-      seconds: { type: 'string', default: '60' },
-      rounds: { type: 'string', default: '2' },
-      'insert-ms': { type: 'string', default: '0,3000,10000' },
-    },
+async function main (): Promise<number> {
+  const { values } = parseCli(USAGE, {
+    case: { type: 'string' },
+    rate: { type: 'string', default: '2000' },
+    seconds: { type: 'string', default: '60' },
+    rounds: { type: 'string', default: '2' },
+    'insert-ms': { type: 'string', default: '0,3000,10000' },
   })
-  const rate = Number(values.rate)
-  const seconds = Number(values.seconds)
-  if (values.case !== undefined) { process.stdout.write(JSON.stringify(await runCase(rate, seconds, Number(values.case))) + '\n'); return }
-  const list = (values['insert-ms'] ?? '').split(',').map(Number)
-  const rounds = Number(values.rounds)
+  const rate = cliNumber(USAGE, 'rate', values.rate, 1)
+  const seconds = cliNumber(USAGE, 'seconds', values.seconds, 1)
+  if (values.case !== undefined) { process.stdout.write(JSON.stringify(await runCase(rate, seconds, cliNumber(USAGE, 'case', values.case, 0))) + '\n'); return 0 }
+  const list = values['insert-ms'].split(',').map((v) => cliNumber(USAGE, 'insert-ms', v, 0))
+  const rounds = cliNumber(USAGE, 'rounds', values.rounds, 1)
   const results = new Map<number, CaseResult[]>(list.map((ms) => [ms, []]))
   for (let r = 1; r <= rounds; r++) {
     for (const ms of list) {
@@ -117,6 +124,7 @@ async function main (): Promise<void> {
   appendFileSync(out, `\n## Cost pipeline at a steady ${rate} events/s, by insertMs, ${new Date().toISOString()}\n\n${lines.join('\n')}\n`)
   console.log(lines.join('\n'))
   console.log(`\nappended to ${out}`)
+  return 0
 }
 
-main().catch((err: unknown) => { console.error(err); process.exit(1) })
+runMain(main)

@@ -35,9 +35,15 @@ import type { CostEvent } from '../src/cost/cost-event.js'
 import { uuidv7 } from '../src/cost/uuidv7.js'
 import { loadAffinity, packageRoot } from '../src/runtime/affinity.js'
 import { runChildJson } from './child-json.js'
+import { cliChoice, parseCli } from './cli-args.js'
 
 const THROUGHPUT_EVENTS = Number(process.env.BENCH_COST_EVENTS ?? 3_000_000)
 /** Pipeline default unless BENCH_COST_BATCH is set. */
+const USAGE = `usage: node dist/perf/bench-cost.js   (npm run bench:cost; env BENCH_COST_BATCH=N sets cost.batchRows)
+  --case C   run one case (emit, throughput or freshness) in this process and print its JSON
+  --pin      with --case throughput: main thread on one CPU, every other thread on the other
+  --help     this text`
+
 const BATCH_ROWS = process.env.BENCH_COST_BATCH === undefined ? undefined : Number(process.env.BENCH_COST_BATCH)
 const PRODUCER_CPU = 0
 const SINK_CPU = 1
@@ -265,8 +271,8 @@ function canPin (): boolean {
 const f = (x: number | undefined, d = 0): string => (x ?? 0).toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d })
 
 async function main (): Promise<void> {
-  const caseArg = process.argv.indexOf('--case')
-  if (caseArg > 0) { await child(process.argv[caseArg + 1] ?? '', process.argv.includes('--pin')); return }
+  const { values } = parseCli(USAGE, { case: { type: 'string' }, pin: { type: 'boolean', default: false } })
+  if (values.case !== undefined) { await child(cliChoice(USAGE, 'case', values.case, ['emit', 'throughput', 'freshness']), values.pin); return }
   const lines: string[] = []
   const out = (line: string): void => { console.log(line); lines.push(line) }
   out(`fairway cost pipeline benchmark — node ${process.version}, ${cpus().length} × ${cpus()[0]?.model ?? '?'}, batchRows ${BATCH_ROWS ?? 'default'}, spool on ${tmpdir()}, load average before ${loadavg().map((l) => l.toFixed(2)).join(' ')}\n`)

@@ -16,26 +16,35 @@
 import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs'
 import { cpus } from 'node:os'
 import { dirname, join } from 'node:path'
-import { parseArgs } from 'node:util'
 import { ADMIN, platform, ROOT, startFairway, stop, type Server } from './bench-platform.js'
+import { cliChoice, cliNumber, parseCli } from './cli-args.js'
 import { runLoad, type FlowSpec, type LoadResult, type Scenario } from './loadgen.js'
 
-const { values: args } = parseArgs({
-  options: {
-    'phase-s': { type: 'string', default: '6' },
-    repeats: { type: 'string', default: '3' },
-    out: { type: 'string', default: join(ROOT, 'perf', 'out', 'fairness.json') },
-    only: { type: 'string' },
-    cost: { type: 'string', default: 'on' },
-    // server.backgroundNice for the server under test (default: the server's own default).
-    'background-nice': { type: 'string' },
-    // The light class `"runtime": "inline"` (batches on the gateway thread).
-    inline: { type: 'boolean', default: false },
-    results: { type: 'string', default: join(ROOT, 'perf', 'RESULTS.md') },
-  },
+const USAGE = `usage: node dist/perf/bench-fairness.js [options]   (npm run bench:fairness -- [options])
+  --phase-s S           seconds per load phase (default 6)
+  --repeats N           noisy-neighbour repetitions; the median ratio is reported (default 3)
+  --only LIST           comma-separated from noisy,weights,heavy,batching (default: all)
+  --cost on|off         cost events in the server under test (default on)
+  --background-nice N   server.backgroundNice of the server under test (default: the server's own, 10)
+  --inline              the light class runs "runtime": "inline" (batches on the gateway thread)
+  --out FILE            JSON results (default perf/out/fairness.json)
+  --results FILE|none   where the headline figures are appended (default perf/RESULTS.md)
+  --help                this text`
+
+const { values: args } = parseCli(USAGE, {
+  'phase-s': { type: 'string', default: '6' },
+  repeats: { type: 'string', default: '3' },
+  out: { type: 'string', default: join(ROOT, 'perf', 'out', 'fairness.json') },
+  only: { type: 'string' },
+  cost: { type: 'string', default: 'on' },
+  'background-nice': { type: 'string' },
+  inline: { type: 'boolean', default: false },
+  results: { type: 'string', default: join(ROOT, 'perf', 'RESULTS.md') },
 })
-const PHASE_S = Number(args['phase-s'])
-const REPEATS = Number(args.repeats)
+const PHASE_S = cliNumber(USAGE, 'phase-s', args['phase-s'], 1)
+const REPEATS = cliNumber(USAGE, 'repeats', args.repeats, 1)
+const COST = cliChoice(USAGE, 'cost', args.cost, ['on', 'off'])
+const ONLY = args.only?.split(',').map((n) => cliChoice(USAGE, 'only', n, ['noisy', 'weights', 'heavy', 'batching']))
 
 async function metrics (s: Server): Promise<string> {
   const r = await fetch(`${s.url}/metrics`, { headers: { authorization: `Bearer ${ADMIN}` } })
@@ -193,15 +202,15 @@ async function batching (configFile: string): Promise<Record<string, unknown>> {
 
 const configFile = join(ROOT, 'perf', 'out', 'fairness-platform.json')
 mkdirSync(dirname(configFile), { recursive: true })
-const backgroundNice = args['background-nice'] === undefined ? undefined : Number(args['background-nice'])
+const backgroundNice = args['background-nice'] === undefined ? undefined : cliNumber(USAGE, 'background-nice', args['background-nice'], -20)
 const lightRuntime = args.inline ? 'inline' : 'workers'
-writeFileSync(configFile, JSON.stringify(platform(undefined, args.cost !== 'off', backgroundNice, lightRuntime), null, 2))
+writeFileSync(configFile, JSON.stringify(platform(undefined, COST === 'on', backgroundNice, lightRuntime), null, 2))
 // Heavy vs light also runs with the gateway thread pinned to the light CPU:
 // unpinned, the kernel often runs it next to the saturated heavy worker.
 const pinnedConfigFile = join(ROOT, 'perf', 'out', 'fairness-platform-pinned.json')
-writeFileSync(pinnedConfigFile, JSON.stringify(platform([1], args.cost !== 'off', backgroundNice, lightRuntime), null, 2))
-const results: Record<string, unknown> = { date: new Date().toISOString(), phase_s: PHASE_S, repeats: REPEATS, cost_events: args.cost, background_nice: backgroundNice ?? 'default' }
-const want = (name: string): boolean => args.only === undefined || args.only.split(',').includes(name)
+writeFileSync(pinnedConfigFile, JSON.stringify(platform([1], COST === 'on', backgroundNice, lightRuntime), null, 2))
+const results: Record<string, unknown> = { date: new Date().toISOString(), phase_s: PHASE_S, repeats: REPEATS, cost_events: COST, background_nice: backgroundNice ?? 'default' }
+const want = (name: 'noisy' | 'weights' | 'heavy' | 'batching'): boolean => ONLY === undefined || ONLY.includes(name)
 const server = await startFairway(configFile)
 try {
   if (want('noisy')) { results.noisy_neighbour = await noisyNeighbour(server); console.error('noisy neighbour done') }
@@ -232,7 +241,7 @@ function resultsSection (r: Record<string, unknown>): string {
   const out = [
     `\n## Fairness (issue #3), ${String(r.date)}`, '',
     `- machine: ${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} vCPUs, ${process.platform} ${process.arch}; Node ${process.version}; load generator on the same machine`,
-    `- command: \`npm run build && node dist/perf/bench-fairness.js${process.argv.length > 2 ? ' ' + process.argv.slice(2).join(' ') : ''}\` (phases ${PHASE_S} s, ${REPEATS} repetitions, cost events ${args.cost}, server.backgroundNice ${backgroundNice ?? 'default (10)'})`,
+    `- command: \`npm run build && node dist/perf/bench-fairness.js${process.argv.length > 2 ? ' ' + process.argv.slice(2).join(' ') : ''}\` (phases ${PHASE_S} s, ${REPEATS} repetitions, cost events ${COST}, server.backgroundNice ${backgroundNice ?? 'default (10)'})`,
     `- platform: perf/out/fairness-platform.json (perf/bench-platform.ts): class \`shared\` (tiny-classifier) ${args.inline ? 'inline on the gateway thread' : 'on CPU 1'}, class \`heavy\` (heavy-encoder) on CPU 0, ${args.inline ? 'with one worker' : 'one worker each'}, no lending; open-loop Poisson arrivals, latency from the intended send time; each tenant group (victims, aggressor, heavy client) drives its own generator thread`, '',
   ]
   const nn = r.noisy_neighbour as Reps | undefined

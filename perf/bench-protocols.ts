@@ -24,6 +24,9 @@ import { Packr } from 'msgpackr'
 import { Pool } from 'undici'
 import WebSocket from 'ws'
 import { machine, platform, ROOT, startBaseline, startFairway, stop, type Server } from './bench-platform.js'
+import { parseCli } from './cli-args.js'
+
+parseCli('usage: node dist/perf/bench-protocols.js   (npm run bench:protocols; no options; appends to perf/RESULTS.md)\n  --help  this text', {})
 
 const KEY = 'fw_bench_big'
 const CLK_TCK = Number(execSync('getconf CLK_TCK').toString().trim()) || 100

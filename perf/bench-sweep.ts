@@ -23,8 +23,8 @@
 
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join, relative } from 'node:path'
-import { parseArgs } from 'node:util'
 import { appendResults, machine, platform, ROOT, runMain, startBaseline, startFairway, stop } from './bench-platform.js'
+import { parseCli } from './cli-args.js'
 import { renderTable, runLoad, type Arrival, type Encoding, type LoadResult, type Protocol, type Scenario } from './loadgen.js'
 import { errorText, renderHtml } from './report-html.js'
 
@@ -47,7 +47,8 @@ const USAGE = `usage: node dist/perf/bench-sweep.js [options]
   --no-cost        cost events off (default on, as in production)
   --inline         fairway only: the light class runs inline on the gateway thread ("runtime": "inline")
   --results FILE   append the summary here (default perf/RESULTS.md)
-  --no-results     do not append to RESULTS.md`
+  --no-results     do not append to RESULTS.md
+  --help           this text`
 
 const KEY = 'fw_bench_big'
 const GOAL_P99_MS = 2
@@ -167,32 +168,27 @@ function f2 (x: number): string {
   return Number.isFinite(x) ? x.toFixed(2) : '-'
 }
 
-/** CPU model (os.cpus() reads /proc/cpuinfo's "model name" on Linux) and the cores this process may use. */
 async function main (): Promise<number> {
-  const { values } = parseArgs({
-    options: {
-      server: { type: 'string', default: 'fairway' },
-      protocol: { type: 'string', default: 'http' },
-      encoding: { type: 'string', default: 'json' },
-      arrival: { type: 'string', default: 'constant' },
-      start: { type: 'string' },
-      factor: { type: 'string' },
-      max: { type: 'string' },
-      refine: { type: 'string' },
-      'step-s': { type: 'string' },
-      'p99-ms': { type: 'string' },
-      runs: { type: 'string' },
-      'run-s': { type: 'string' },
-      threads: { type: 'string' },
-      connections: { type: 'string' },
-      'no-cost': { type: 'boolean', default: false },
-      inline: { type: 'boolean', default: false },
-      results: { type: 'string' },
-      'no-results': { type: 'boolean', default: false },
-      help: { type: 'boolean', default: false },
-    },
+  const { values } = parseCli(USAGE, {
+    server: { type: 'string', default: 'fairway' },
+    protocol: { type: 'string', default: 'http' },
+    encoding: { type: 'string', default: 'json' },
+    arrival: { type: 'string', default: 'constant' },
+    start: { type: 'string' },
+    factor: { type: 'string' },
+    max: { type: 'string' },
+    refine: { type: 'string' },
+    'step-s': { type: 'string' },
+    'p99-ms': { type: 'string' },
+    runs: { type: 'string' },
+    'run-s': { type: 'string' },
+    threads: { type: 'string' },
+    connections: { type: 'string' },
+    'no-cost': { type: 'boolean', default: false },
+    inline: { type: 'boolean', default: false },
+    results: { type: 'string' },
+    'no-results': { type: 'boolean', default: false },
   })
-  if (values.help) { console.log(USAGE); return 0 }
   const num = (v: string | undefined, d: number, min = 1): number => {
     if (v === undefined) return d
     const n = Number(v)

@@ -18,7 +18,6 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { parseArgs } from 'node:util'
 import { Worker } from 'node:worker_threads'
 import { Packr } from 'msgpackr'
 import { decodeFromCompressedBase64, encodeIntoCompressedBase64, type Histogram } from 'hdr-histogram-js'
@@ -26,6 +25,7 @@ import {
   addCounters, DEFAULTS, expectedCount, KNOWN_INPUTS, newCounters, newHistogram, nowMs, rng, SAMPLE_FIELDS, segmentsFor, WS_ID_PLACEHOLDER,
   type FlowCounters, type FlowSpec, type MainMessage, type Sample, type Scenario, type WorkerFlow, type WorkerFlowResult, type WorkerInit, type WorkerMessage,
 } from './loadgen-common.js'
+import { cliNumber, parseCli } from './cli-args.js'
 import { ms, renderHtml, resultRows } from './report-html.js'
 
 export type { Scenario, FlowSpec, PhaseSpec, Sample, Arrival, Encoding, Protocol } from './loadgen-common.js'
@@ -566,29 +566,37 @@ export function formatTable (r: LoadResult): string {
 
 // ---- CLI ----
 
+const USAGE = `usage: node dist/perf/loadgen.js SCENARIO.json [options]   (npm run bench -- SCENARIO.json [options])
+  --out FILE      JSON results (default perf/out/loadgen-<time>.json)
+  --html FILE     HTML report (default: next to the JSON)
+  --target URL    overrides the scenario's target
+  --duration S    overrides duration_s
+  --warmup S      overrides warmup_s
+  --threads N     overrides threads (generator worker threads)
+  --quiet         no progress line
+  --help          this text
+The scenario format is in perf/README.md; perf/scenarios/ has examples.`
+
 async function main (): Promise<number> {
-  const { values, positionals } = parseArgs({
-    allowPositionals: true,
-    options: {
-      out: { type: 'string' },
-      html: { type: 'string' },
-      target: { type: 'string' },
-      duration: { type: 'string' },
-      warmup: { type: 'string' },
-      threads: { type: 'string' },
-      quiet: { type: 'boolean', default: false },
-    },
-  })
+  const { values, positionals } = parseCli(USAGE, {
+    out: { type: 'string' },
+    html: { type: 'string' },
+    target: { type: 'string' },
+    duration: { type: 'string' },
+    warmup: { type: 'string' },
+    threads: { type: 'string' },
+    quiet: { type: 'boolean', default: false },
+  }, true)
   const file = positionals[0]
-  if (file === undefined) {
-    console.error('usage: node dist/perf/loadgen.js SCENARIO.json [--out FILE] [--html FILE] [--target URL] [--duration S] [--warmup S] [--threads N] [--quiet]')
+  if (file === undefined || positionals.length > 1) {
+    console.error(USAGE)
     return 2
   }
   const raw = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>
   if (values.target !== undefined) raw.target = values.target
-  if (values.duration !== undefined) raw.duration_s = Number(values.duration)
-  if (values.warmup !== undefined) raw.warmup_s = Number(values.warmup)
-  if (values.threads !== undefined) raw.threads = Number(values.threads)
+  if (values.duration !== undefined) raw.duration_s = cliNumber(USAGE, 'duration', values.duration, 0)
+  if (values.warmup !== undefined) raw.warmup_s = cliNumber(USAGE, 'warmup', values.warmup, 0)
+  if (values.threads !== undefined) raw.threads = cliNumber(USAGE, 'threads', values.threads, 1)
   const scenario = validateScenario(raw)
   const result = await runLoad(scenario, { progress: !values.quiet })
   const out = values.out ?? resolve('perf', 'out', `loadgen-${new Date().toISOString().replace(/[:.]/g, '-')}.json`)

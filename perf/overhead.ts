@@ -22,8 +22,8 @@ import { execFileSync, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { dirname, join, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { parseArgs } from 'node:util'
 import { appendResults, BASELINE_MODEL, machine, ROOT, runMain, spawnServer, startBaseline } from './bench-platform.js'
+import { parseCli } from './cli-args.js'
 import { renderTable, runLoad, type LoadResult, type Scenario } from './loadgen.js'
 
 const USAGE = `usage: node dist/perf/overhead.js [options]
@@ -62,7 +62,8 @@ const USAGE = `usage: node dist/perf/overhead.js [options]
   --long                fixed 30 s, steps 8 s, refine 3
   --results FILE        append the summary here (default perf/RESULTS.md)
   --no-results          do not write RESULTS.md
-  --json FILE           full results (default perf/out/overhead-<time>.json)`
+  --json FILE           full results (default perf/out/overhead-<time>.json)
+  --help                this text`
 
 type ServerName = 'bare' | 'naive' | 'fairway' | 'fairway-ws' | 'fairway-window' | 'fairway-inline'
 const SERVER_NAMES: readonly ServerName[] = ['bare', 'naive', 'fairway', 'fairway-ws', 'fairway-window', 'fairway-inline']
@@ -520,34 +521,30 @@ function markdownTable (headers: string[], rows: string[][]): string {
 
 
 async function main (): Promise<number> {
-  const { values } = parseArgs({
-    options: {
-      servers: { type: 'string', default: 'bare,naive,fairway' },
-      'fixed-rate': { type: 'string' },
-      'fixed-duration': { type: 'string' },
-      'step-duration': { type: 'string' },
-      'sweep-start': { type: 'string' },
-      'sweep-factor': { type: 'string' },
-      'sweep-max': { type: 'string' },
-      refine: { type: 'string' },
-      'p99-ms': { type: 'string' },
-      threads: { type: 'string' },
-      connections: { type: 'string' },
-      'max-noise': { type: 'string' },
-      retries: { type: 'string' },
-      rounds: { type: 'string' },
-      'window-us': { type: 'string' },
-      'fairway-config': { type: 'string' },
-      'raise-tenant-limits': { type: 'boolean', default: false },
-      key: { type: 'string' },
-      long: { type: 'boolean', default: false },
-      results: { type: 'string' },
-      'no-results': { type: 'boolean', default: false },
-      json: { type: 'string' },
-      help: { type: 'boolean', default: false },
-    },
+  const { values } = parseCli(USAGE, {
+    servers: { type: 'string', default: 'bare,naive,fairway' },
+    'fixed-rate': { type: 'string' },
+    'fixed-duration': { type: 'string' },
+    'step-duration': { type: 'string' },
+    'sweep-start': { type: 'string' },
+    'sweep-factor': { type: 'string' },
+    'sweep-max': { type: 'string' },
+    refine: { type: 'string' },
+    'p99-ms': { type: 'string' },
+    threads: { type: 'string' },
+    connections: { type: 'string' },
+    'max-noise': { type: 'string' },
+    retries: { type: 'string' },
+    rounds: { type: 'string' },
+    'window-us': { type: 'string' },
+    'fairway-config': { type: 'string' },
+    'raise-tenant-limits': { type: 'boolean', default: false },
+    key: { type: 'string' },
+    long: { type: 'boolean', default: false },
+    results: { type: 'string' },
+    'no-results': { type: 'boolean', default: false },
+    json: { type: 'string' },
   })
-  if (values.help) { console.log(USAGE); return 0 }
   const num = (v: string | undefined, d: number): number => {
     if (v === undefined) return d
     const n = Number(v)

@@ -17,8 +17,8 @@
 import { readFileSync, writeFileSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { parseArgs } from 'node:util'
 import { decodeFromCompressedBase64 } from 'hdr-histogram-js'
+import { parseCli } from './cli-args.js'
 import type { GroupResult, LoadResult } from './loadgen.js'
 
 // ---- the result table (text and HTML) ----
@@ -283,10 +283,11 @@ ${throughputOverTime(r)}
 // ---- CLI ----
 
 function main (): number {
-  const { values, positionals } = parseArgs({ allowPositionals: true, options: { out: { type: 'string' } } })
+  const usage = 'usage: node dist/perf/report-html.js RESULT.json [--out FILE.html] [--help]   (re-renders a loadgen JSON result as HTML)'
+  const { values, positionals } = parseCli(usage, { out: { type: 'string' } }, true)
   const file = positionals[0]
-  if (file === undefined) {
-    console.error('usage: node dist/perf/report-html.js RESULT.json [--out FILE.html]')
+  if (file === undefined || positionals.length > 1) {
+    console.error(usage)
     return 2
   }
   const result = JSON.parse(readFileSync(file, 'utf8')) as LoadResult

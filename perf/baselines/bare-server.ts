@@ -23,7 +23,7 @@ function loadNativeUws (): typeof Uws {
   return mod
 }
 
-const opts = baselineArgs(process.argv.slice(2), 'bare-server')
+const opts = baselineArgs('bare-server')
 const model = await Model.load(opts)
 const uws = loadNativeUws()
 const app = uws.App()

@@ -8,8 +8,8 @@
 import { existsSync } from 'node:fs'
 import { basename, dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { parseArgs } from 'node:util'
 import * as ort from 'onnxruntime-node'
+import { parseCli } from '../cli-args.js'
 
 export interface BaselineOptions {
   readonly host: string
@@ -28,12 +28,14 @@ export function packageDir (): string {
 }
 
 /** `--port P` (0 = ephemeral), `--host H`, model path as `--model FILE` or the first positional. */
-export function baselineArgs (argv: string[], name: string): BaselineOptions {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: { port: { type: 'string', default: '0' }, host: { type: 'string', default: '127.0.0.1' }, model: { type: 'string' } },
-  })
+export function baselineArgs (name: string): BaselineOptions {
+  const usage = `usage: node dist/perf/baselines/${name}.js [MODEL.onnx] [--model FILE] [--port P] [--host H]
+  MODEL.onnx / --model FILE   the model served (default models/tiny-classifier/1/model.onnx)
+  --port P                    0 (default) = ephemeral; the bound port is printed
+  --host H                    default 127.0.0.1
+  --help                      this text`
+  const { values, positionals } = parseCli(usage, { port: { type: 'string', default: '0' }, host: { type: 'string', default: '127.0.0.1' }, model: { type: 'string' } }, true)
+  if (positionals.length > 1) throw new Error(`${name}: one model, got ${positionals.join(' ')}\n${usage}`)
   const port = Number(values.port)
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`${name}: --port must be an integer 0..65535`)
   const modelPath = resolve(values.model ?? positionals[0] ?? join(packageDir(), 'models', 'tiny-classifier', '1', 'model.onnx'))

@@ -8,7 +8,7 @@ import { createServer, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { BadRequest, baselineArgs, Model } from './common.js'
 
-const opts = baselineArgs(process.argv.slice(2), 'naive-server')
+const opts = baselineArgs('naive-server')
 const model = await Model.load(opts)
 const INFER = /^\/v2\/models\/([^/]+)\/infer$/
 
