@@ -4,7 +4,8 @@
 // in the same script, or a share against the configured weight.
 //
 //   noisy neighbour  victims within quota; an aggressor at 10x its quota;
-//                    phases alone / with aggressor / alone, repeated
+//                    phases alone / aggressor on a separate refusing process
+//                    (the machine's floor) / aggressor on fairway / alone, repeated
 //   weighted shares  three tenants (weights 1, 2, 4) saturating one class
 //   heavy vs light   small-model latency with the heavy class idle vs saturated
 //   batching         small-model saturation throughput with / without batching
@@ -16,7 +17,7 @@
 import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs'
 import { cpus } from 'node:os'
 import { dirname, join } from 'node:path'
-import { ADMIN, platform, ROOT, startFairway, stop, type Server } from './bench-platform.js'
+import { ADMIN, platform, ROOT, startBaseline, startFairway, stop, type Server } from './bench-platform.js'
 import { cliChoice, cliNumber, parseCli } from './cli-args.js'
 import { runLoad, type FlowSpec, type LoadResult, type Scenario } from './loadgen.js'
 
@@ -74,41 +75,54 @@ const quiet = { progress: false }
 async function noisyNeighbour (s: Server): Promise<Record<string, unknown>> {
   const victims = [flow('v1', 'fw_bench_v1', 'tiny-classifier', 300), flow('v2', 'fw_bench_v2', 'tiny-classifier', 300)]
   const aggressor = flow('noisy', 'fw_bench_noisy', 'tiny-classifier', 3000) // 10x its 300/s quota
+  // The floor: the same aggressor against another process that refuses
+  // every request as cheaply as this stack can (bare-server --refuse). What
+  // that does to the victims is what the aggressor's traffic costs this
+  // machine (its generator thread, the loopback stack, the refusals
+  // themselves) before fairway's isolation is involved at all.
+  const refuser = await startBaseline('bare', ['--refuse'])
   const reps: Array<Record<string, number>> = []
-  for (let i = 0; i < REPEATS; i++) {
-    const before = await runLoad(scenario(s.url, victims), quiet)
-    // The aggressor is another client: its own generator thread, so its
-    // 3,000 sends/s do not delay the victims' sends inside one event loop
-    // (that lag would be charged to the victims as latency). Both runs start
-    // together and measure the same period.
-    const [during, aggr] = await Promise.all([runLoad(scenario(s.url, victims), quiet), runLoad(scenario(s.url, [aggressor]), quiet)])
-    const after = await runLoad(scenario(s.url, victims), quiet)
-    const p = (r: LoadResult, q: 'p50' | 'p99'): number => Math.max(tenantOf(r, 'v1')?.latency_us[q] ?? NaN, tenantOf(r, 'v2')?.latency_us[q] ?? NaN)
-    const alone = (q: 'p50' | 'p99'): number => (p(before, q) + p(after, q)) / 2
-    const svc = (r: LoadResult): number => Math.max(tenantOf(r, 'v1')?.service_us.p99 ?? NaN, tenantOf(r, 'v2')?.service_us.p99 ?? NaN)
-    const agg = tenantOf(aggr, 'noisy')
-    reps.push({
-      victim_p50_alone_us: alone('p50'),
-      victim_p99_alone_us: alone('p99'),
-      victim_p50_with_us: p(during, 'p50'),
-      victim_p99_with_us: p(during, 'p99'),
-      // How late the generator itself sent victim requests (part of their latency).
-      victim_send_lag_p99_alone_us: Math.max(tenantOf(before, 'v1')?.send_lag_us.p99 ?? NaN, tenantOf(after, 'v1')?.send_lag_us.p99 ?? NaN),
-      victim_send_lag_p99_with_us: tenantOf(during, 'v1')?.send_lag_us.p99 ?? NaN,
-      // Latency from the moment the request was written to its connection:
-      // the server's part without the generator's own send lag.
-      victim_service_p99_alone_us: (svc(before) + svc(after)) / 2,
-      victim_service_p99_with_us: svc(during),
-      service_p99_ratio: svc(during) / ((svc(before) + svc(after)) / 2),
-      p50_ratio: p(during, 'p50') / alone('p50'),
-      p99_ratio: p(during, 'p99') / alone('p99'),
-      victim_errors: [before, during, after].reduce((n, r) => n + (tenantOf(r, 'v1')?.errors ?? 0) + (tenantOf(r, 'v2')?.errors ?? 0), 0),
-      aggressor_sent: agg?.sent ?? 0,
-      aggressor_ok: agg?.ok ?? 0,
-      aggressor_rejected_429: agg?.status['429'] ?? 0,
-      aggressor_client_reject_p50_us: agg?.error_latency_us.p50 ?? NaN,
-      aggressor_client_reject_p99_us: agg?.error_latency_us.p99 ?? NaN,
-    })
+  try {
+    for (let i = 0; i < REPEATS; i++) {
+      const before = await runLoad(scenario(s.url, victims), quiet)
+      const [floor] = await Promise.all([runLoad(scenario(s.url, victims), quiet), runLoad(scenario(refuser.url, [aggressor]), quiet)])
+      // The aggressor is another client: its own generator thread, so its
+      // 3,000 sends/s do not delay the victims' sends inside one event loop
+      // (that lag would be charged to the victims as latency). Both runs start
+      // together and measure the same period.
+      const [during, aggr] = await Promise.all([runLoad(scenario(s.url, victims), quiet), runLoad(scenario(s.url, [aggressor]), quiet)])
+      const after = await runLoad(scenario(s.url, victims), quiet)
+      const p = (r: LoadResult, q: 'p50' | 'p99'): number => Math.max(tenantOf(r, 'v1')?.latency_us[q] ?? NaN, tenantOf(r, 'v2')?.latency_us[q] ?? NaN)
+      const alone = (q: 'p50' | 'p99'): number => (p(before, q) + p(after, q)) / 2
+      const svc = (r: LoadResult): number => Math.max(tenantOf(r, 'v1')?.service_us.p99 ?? NaN, tenantOf(r, 'v2')?.service_us.p99 ?? NaN)
+      const agg = tenantOf(aggr, 'noisy')
+      reps.push({
+        victim_p50_alone_us: alone('p50'),
+        victim_p99_alone_us: alone('p99'),
+        victim_p50_with_us: p(during, 'p50'),
+        victim_p99_with_us: p(during, 'p99'),
+        // How late the generator itself sent victim requests (part of their latency).
+        victim_send_lag_p99_alone_us: Math.max(tenantOf(before, 'v1')?.send_lag_us.p99 ?? NaN, tenantOf(after, 'v1')?.send_lag_us.p99 ?? NaN),
+        victim_send_lag_p99_with_us: tenantOf(during, 'v1')?.send_lag_us.p99 ?? NaN,
+        // Latency from the moment the request was written to its connection:
+        // the server's part without the generator's own send lag.
+        victim_service_p99_alone_us: (svc(before) + svc(after)) / 2,
+        victim_service_p99_with_us: svc(during),
+        service_p99_ratio: svc(during) / ((svc(before) + svc(after)) / 2),
+        p50_ratio: p(during, 'p50') / alone('p50'),
+        p99_ratio: p(during, 'p99') / alone('p99'),
+        victim_p99_floor_us: p(floor, 'p99'),
+        floor_p99_ratio: p(floor, 'p99') / alone('p99'),
+        victim_errors: [before, floor, during, after].reduce((n, r) => n + (tenantOf(r, 'v1')?.errors ?? 0) + (tenantOf(r, 'v2')?.errors ?? 0), 0),
+        aggressor_sent: agg?.sent ?? 0,
+        aggressor_ok: agg?.ok ?? 0,
+        aggressor_rejected_429: agg?.status['429'] ?? 0,
+        aggressor_client_reject_p50_us: agg?.error_latency_us.p50 ?? NaN,
+        aggressor_client_reject_p99_us: agg?.error_latency_us.p99 ?? NaN,
+      })
+    }
+  } finally {
+    await stop(refuser)
   }
   const m = await metrics(s)
   return {
@@ -117,6 +131,8 @@ async function noisyNeighbour (s: Server): Promise<Record<string, unknown>> {
     median_p99_ratio: median(reps.map((r) => r.p99_ratio ?? NaN)),
     p99_ratio_spread: [Math.min(...reps.map((r) => r.p99_ratio ?? NaN)), Math.max(...reps.map((r) => r.p99_ratio ?? NaN))],
     median_service_p99_ratio: median(reps.map((r) => r.service_p99_ratio ?? NaN)),
+    median_floor_p99_ratio: median(reps.map((r) => r.floor_p99_ratio ?? NaN)),
+    median_p99_ratio_over_floor: median(reps.map((r) => (r.p99_ratio ?? NaN) / (r.floor_p99_ratio ?? NaN))),
     victim_errors_total: reps.reduce((n, r) => n + (r.victim_errors ?? 0), 0),
     server_refusal_p50_us: metric(m, 'fairway_admission_refusal_seconds', 'quantile="0.5"') * 1e6,
     server_refusal_p99_us: metric(m, 'fairway_admission_refusal_seconds', 'quantile="0.99"') * 1e6,
@@ -247,11 +263,11 @@ function resultsSection (r: Record<string, unknown>): string {
   const nn = r.noisy_neighbour as Reps | undefined
   if (nn !== undefined) {
     out.push('### Noisy neighbour (victims v1, v2 at 300 req/s each, within their 400 req/s quota; aggressor at 3,000 req/s = 10x its 300 req/s quota)', '',
-      '| rep | victim p50 alone / with (ms) | victim p99 alone / with (ms) | p99 ratio | victim service p99 alone / with (ms) | victim send lag p99 alone / with (ms) | victim errors | aggressor 429s | aggressor refusal p99 at the client (ms) |',
-      '|---|---|---|---|---|---|---|---|---|')
-    nn.repetitions.forEach((x, i) => out.push(`| ${i + 1} | ${ms(x.victim_p50_alone_us)} / ${ms(x.victim_p50_with_us)} | ${ms(x.victim_p99_alone_us)} / ${ms(x.victim_p99_with_us)} | ${x2(x.p99_ratio)} | ${ms(x.victim_service_p99_alone_us)} / ${ms(x.victim_service_p99_with_us)} | ${ms(x.victim_send_lag_p99_alone_us)} / ${ms(x.victim_send_lag_p99_with_us)} | ${x.victim_errors ?? '-'} | ${x.aggressor_rejected_429 ?? '-'} | ${ms(x.aggressor_client_reject_p99_us)} |`))
+      '| rep | victim p50 alone / with (ms) | victim p99 alone / with (ms) | p99 ratio | floor: victim p99 with the aggressor on bare-server --refuse (ms) | floor ratio | victim service p99 alone / with (ms) | victim send lag p99 alone / with (ms) | victim errors | aggressor 429s | aggressor refusal p99 at the client (ms) |',
+      '|---|---|---|---|---|---|---|---|---|---|---|')
+    nn.repetitions.forEach((x, i) => out.push(`| ${i + 1} | ${ms(x.victim_p50_alone_us)} / ${ms(x.victim_p50_with_us)} | ${ms(x.victim_p99_alone_us)} / ${ms(x.victim_p99_with_us)} | ${x2(x.p99_ratio)} | ${ms(x.victim_p99_floor_us)} | ${x2(x.floor_p99_ratio)} | ${ms(x.victim_service_p99_alone_us)} / ${ms(x.victim_service_p99_with_us)} | ${ms(x.victim_send_lag_p99_alone_us)} / ${ms(x.victim_send_lag_p99_with_us)} | ${x.victim_errors ?? '-'} | ${x.aggressor_rejected_429 ?? '-'} | ${ms(x.aggressor_client_reject_p99_us)} |`))
     const spread = nn.p99_ratio_spread as number[]
-    out.push('', `Median victim p99 ratio **${x2(nn.median_p99_ratio)}** (spread ${x2(spread[0])}–${x2(spread[1])}; goal ≤ 1.10), median p50 ratio ${x2(nn.median_p50_ratio)}, median service-time p99 ratio ${x2(nn.median_service_p99_ratio)}; victim errors **${String(nn.victim_errors_total)}** (goal 0). Aggressor refusals inside the server, arrival to response written: p50 **${Number(nn.server_refusal_p50_us).toFixed(0)} µs**, p99 **${Number(nn.server_refusal_p99_us).toFixed(0)} µs** over ${String(nn.server_refusals)} refusals (goal p99 < 1 ms).`, '')
+    out.push('', `Median victim p99 ratio **${x2(nn.median_p99_ratio)}** (spread ${x2(spread[0])}–${x2(spread[1])}; goal ≤ 1.10), median p50 ratio ${x2(nn.median_p50_ratio)}, median service-time p99 ratio ${x2(nn.median_service_p99_ratio)}. Floor (the same aggressor against a separate process that only refuses): median ratio ${x2(nn.median_floor_p99_ratio)}; fairway's ratio over the floor's, median per repetition, ${x2(nn.median_p99_ratio_over_floor)}. Victim errors **${String(nn.victim_errors_total)}** (goal 0). Aggressor refusals inside the server, arrival to response written: p50 **${Number(nn.server_refusal_p50_us).toFixed(0)} µs**, p99 **${Number(nn.server_refusal_p99_us).toFixed(0)} µs** over ${String(nn.server_refusals)} refusals (goal p99 < 1 ms).`, '')
   }
   const ws = r.weighted_shares as { rows: Array<Record<string, number | string>>, served_rps_total: number } | undefined
   if (ws !== undefined) {

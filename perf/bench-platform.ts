@@ -96,9 +96,9 @@ export async function startFairway (configFile: string, extra: string[] = []): P
 }
 
 /** A baseline server of perf/baselines/ (bare: uWS + onnxruntime in-process; naive: node:http) on the tiny model. */
-export async function startBaseline (name: 'bare' | 'naive'): Promise<Server & { output: string[] }> {
+export async function startBaseline (name: 'bare' | 'naive', extra: string[] = []): Promise<Server & { output: string[] }> {
   const ext = import.meta.url.endsWith('.ts') ? '.ts' : '.js'
-  return await spawnServer([...process.execArgv, join(dirname(fileURLToPath(import.meta.url)), 'baselines', `${name}-server${ext}`), '--port', '0', BASELINE_MODEL], name)
+  return await spawnServer([...process.execArgv, join(dirname(fileURLToPath(import.meta.url)), 'baselines', `${name}-server${ext}`), '--port', '0', ...extra, BASELINE_MODEL], name)
 }
 
 export async function stop (s: Server): Promise<void> {

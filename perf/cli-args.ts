@@ -31,19 +31,19 @@ export function parseCli<const O extends Options, const P extends boolean = fals
 /** `value` as a number ≥ `min`; a bad one prints the usage and exits 2. */
 export function cliNumber (usage: string, name: string, value: string, min: number): number {
   const n = Number(value)
-  if (value.trim() === '' || !Number.isFinite(n) || n < min) {
-    console.error(`--${name} ${value}: expected a number >= ${min}\n${usage}`)
-    process.exit(2)
-  }
+  if (value.trim() === '' || !Number.isFinite(n) || n < min) cliFail(usage, `--${name} ${value}: expected a number >= ${min}`)
   return n
 }
 
 /** `value` if it is one of `choices`; otherwise prints the usage and exits 2. */
 export function cliChoice<const C extends string> (usage: string, name: string, value: string, choices: readonly C[]): C {
   const found = choices.find((c) => c === value)
-  if (found === undefined) {
-    console.error(`--${name} ${value}: expected one of ${choices.join(', ')}\n${usage}`)
-    process.exit(2)
-  }
+  if (found === undefined) cliFail(usage, `--${name} ${value}: expected one of ${choices.join(', ')}`)
   return found
+}
+
+/** A command line that parsed but makes no sense: the reason and the usage, exit 2. */
+export function cliFail (usage: string, message: string): never {
+  console.error(`${message}\n${usage}`)
+  process.exit(2)
 }

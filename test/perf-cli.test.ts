@@ -4,7 +4,7 @@
 // with the error and the usage, not a parseArgs stack trace.
 
 import t from 'tap'
-import { spawnSync } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { packageRoot } from '../src/runtime/affinity.js'
@@ -50,6 +50,26 @@ t.test('a bad value is refused before anything runs', async (t) => {
     t.equal(r.status, 2, `${entry} ${args.join(' ')} exits 2`)
     t.match(r.stderr, message, `${entry} ${args.join(' ')} says why`)
   }
+})
+
+t.test('bare-server --refuse answers 429 without running the model, and still serves health', async (t) => {
+  const proc = spawn(process.execPath, [join(ROOT, 'dist', 'perf', 'baselines', 'bare-server.js'), '--port', '0', '--refuse'], { stdio: ['ignore', 'pipe', 'inherit'] })
+  t.teardown(() => { proc.kill('SIGTERM') })
+  const url = await new Promise<string>((resolve, reject) => {
+    let out = ''
+    proc.stdout.on('data', (b: Buffer) => {
+      out += b.toString()
+      const m = /listening on (http:\/\/\S+)/.exec(out)
+      if (m?.[1] !== undefined) resolve(m[1])
+    })
+    proc.once('exit', (code) => { reject(new Error(`bare-server exited ${String(code)}: ${out}`)) })
+  })
+  // A body the model would reject as 400: --refuse must not look at it.
+  const r = await fetch(`${url}/v2/models/tiny-classifier/infer`, { method: 'POST', body: 'not json' })
+  t.equal(r.status, 429)
+  t.match(await r.json(), { code: 'tenant_rate' })
+  const live = await fetch(`${url}/v2/health/live`)
+  t.equal(live.status, 200)
 })
 
 t.test('perf/RESULTS.md is untouched by all of the above', async (t) => {

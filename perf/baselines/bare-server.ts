@@ -4,7 +4,11 @@
 // parses the OIP v2 JSON body, runs the model on this thread and replies with
 // the same JSON fairway writes. No tenancy, admission, queues or workers.
 //
-// Run: node dist/perf/baselines/bare-server.js [--port 0] [--host 127.0.0.1] [MODEL.onnx]
+// With --refuse it answers every infer request 429 with an OIP error body
+// once the body is read, and runs nothing: the least a refusal can cost on
+// this stack, the floor bench:fairness puts next to fairway's refusals.
+//
+// Run: node dist/perf/baselines/bare-server.js [--port 0] [--host 127.0.0.1] [--refuse] [MODEL.onnx]
 // Prints `bare-server listening on http://HOST:PORT`.
 
 import { createRequire } from 'node:module'
@@ -28,6 +32,8 @@ const model = await Model.load(opts)
 const uws = loadNativeUws()
 const app = uws.App()
 
+const REFUSAL = JSON.stringify({ error: 'refused (bare-server --refuse)', code: 'tenant_rate' })
+
 function reply (res: Uws.HttpResponse, state: { aborted: boolean }, status: string, body: string): void {
   if (state.aborted) return
   state.aborted = true
@@ -46,6 +52,7 @@ app.post('/v2/models/:model/infer', (res, req) => {
     // uWS chunks are only valid during the callback: copy.
     const copy = Buffer.from(new Uint8Array(chunk).slice())
     if (!isLast) { (chunks ??= []).push(copy); return }
+    if (opts.refuse) { reply(res, state, '429 Too Many Requests', REFUSAL); return }
     const body = chunks === null ? copy : Buffer.concat([...chunks, copy])
     model.infer(body).then(
       (text) => { reply(res, state, '200 OK', text) },

@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs'
 import { basename, dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import * as ort from 'onnxruntime-node'
-import { parseCli } from '../cli-args.js'
+import { cliFail, parseCli } from '../cli-args.js'
 
 export interface BaselineOptions {
   readonly host: string
@@ -17,6 +17,8 @@ export interface BaselineOptions {
   readonly modelPath: string
   readonly modelName: string
   readonly modelVersion: string
+  /** Answer every infer request 429 after reading its body, without running the model (bare-server only). */
+  readonly refuse: boolean
 }
 
 /** The directory holding fairway's package.json (from perf/baselines or dist/perf/baselines). */
@@ -33,14 +35,17 @@ export function baselineArgs (name: string): BaselineOptions {
   MODEL.onnx / --model FILE   the model served (default models/tiny-classifier/1/model.onnx)
   --port P                    0 (default) = ephemeral; the bound port is printed
   --host H                    default 127.0.0.1
+  --refuse                    bare-server only: answer every infer request 429 once its body is read, no
+                              inference (the cheapest refusal: a floor for what fairway's refusals cost)
   --help                      this text`
-  const { values, positionals } = parseCli(usage, { port: { type: 'string', default: '0' }, host: { type: 'string', default: '127.0.0.1' }, model: { type: 'string' } }, true)
-  if (positionals.length > 1) throw new Error(`${name}: one model, got ${positionals.join(' ')}\n${usage}`)
+  const { values, positionals } = parseCli(usage, { port: { type: 'string', default: '0' }, host: { type: 'string', default: '127.0.0.1' }, model: { type: 'string' }, refuse: { type: 'boolean', default: false } }, true)
+  if (values.refuse && name !== 'bare-server') cliFail(usage, `${name}: --refuse is a bare-server option`)
+  if (positionals.length > 1) cliFail(usage, `${name}: one model, got ${positionals.join(' ')}`)
   const port = Number(values.port)
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`${name}: --port must be an integer 0..65535`)
+  if (!Number.isInteger(port) || port < 0 || port > 65535) cliFail(usage, `${name}: --port must be an integer 0..65535`)
   const modelPath = resolve(values.model ?? positionals[0] ?? join(packageDir(), 'models', 'tiny-classifier', '1', 'model.onnx'))
   // models/<name>/<version>/model.onnx names the model and version like fairway's repository.
-  return { host: values.host, port, modelPath, modelName: basename(dirname(dirname(modelPath))), modelVersion: basename(dirname(modelPath)) }
+  return { host: values.host, port, modelPath, modelName: basename(dirname(dirname(modelPath))), modelVersion: basename(dirname(modelPath)), refuse: values.refuse }
 }
 
 export class Model {
