@@ -85,11 +85,11 @@ async function noisyNeighbour (s: Server): Promise<Record<string, unknown>> {
   try {
     for (let i = 0; i < REPEATS; i++) {
       const before = await runLoad(scenario(s.url, victims), quiet)
-      const [floor] = await Promise.all([runLoad(scenario(s.url, victims), quiet), runLoad(scenario(refuser.url, [aggressor]), quiet)])
       // The aggressor is another client: its own generator thread, so its
       // 3,000 sends/s do not delay the victims' sends inside one event loop
       // (that lag would be charged to the victims as latency). Both runs start
       // together and measure the same period.
+      const [floor] = await Promise.all([runLoad(scenario(s.url, victims), quiet), runLoad(scenario(refuser.url, [aggressor]), quiet)])
       const [during, aggr] = await Promise.all([runLoad(scenario(s.url, victims), quiet), runLoad(scenario(s.url, [aggressor]), quiet)])
       const after = await runLoad(scenario(s.url, victims), quiet)
       const p = (r: LoadResult, q: 'p50' | 'p99'): number => Math.max(tenantOf(r, 'v1')?.latency_us[q] ?? NaN, tenantOf(r, 'v2')?.latency_us[q] ?? NaN)
