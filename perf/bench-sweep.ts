@@ -24,7 +24,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join, relative } from 'node:path'
 import { appendResults, machine, platform, ROOT, runMain, startBaseline, startFairway, stop } from './bench-platform.js'
-import { parseCli } from './cli-args.js'
+import { cliFail, parseCli } from './cli-args.js'
 import { renderTable, runLoad, type Arrival, type Encoding, type LoadResult, type Protocol, type Scenario } from './loadgen.js'
 import { errorText, renderHtml } from './report-html.js'
 
@@ -192,16 +192,16 @@ async function main (): Promise<number> {
   const num = (v: string | undefined, d: number, min = 1): number => {
     if (v === undefined) return d
     const n = Number(v)
-    if (!Number.isFinite(n) || n < min) throw new Error(`bad number ${v}\n${USAGE}`)
+    if (!Number.isFinite(n) || n < min) cliFail(USAGE, `bad number ${v}`)
     return n
   }
   const { protocol, encoding, arrival, server: serverName } = values
-  if (serverName !== 'fairway' && serverName !== 'bare' && serverName !== 'naive') throw new Error(`--server must be fairway, bare or naive\n${USAGE}`)
-  if (serverName !== 'fairway' && values.inline) throw new Error(`--inline is a fairway setting\n${USAGE}`)
-  if (serverName !== 'fairway' && (protocol !== 'http' || encoding !== 'json')) throw new Error(`the ${serverName} baseline speaks HTTP + JSON only\n${USAGE}`)
-  if (protocol !== 'http' && protocol !== 'websocket') throw new Error(`--protocol must be http or websocket\n${USAGE}`)
-  if (encoding !== 'json' && encoding !== 'msgpack') throw new Error(`--encoding must be json or msgpack\n${USAGE}`)
-  if (arrival !== 'constant' && arrival !== 'poisson') throw new Error(`--arrival must be constant or poisson\n${USAGE}`)
+  if (serverName !== 'fairway' && serverName !== 'bare' && serverName !== 'naive') cliFail(USAGE, `--server must be fairway, bare or naive`)
+  if (serverName !== 'fairway' && values.inline) cliFail(USAGE, `--inline is a fairway setting`)
+  if (serverName !== 'fairway' && (protocol !== 'http' || encoding !== 'json')) cliFail(USAGE, `the ${serverName} baseline speaks HTTP + JSON only`)
+  if (protocol !== 'http' && protocol !== 'websocket') cliFail(USAGE, `--protocol must be http or websocket`)
+  if (encoding !== 'json' && encoding !== 'msgpack') cliFail(USAGE, `--encoding must be json or msgpack`)
+  if (arrival !== 'constant' && arrival !== 'poisson') cliFail(USAGE, `--arrival must be constant or poisson`)
   const k: Knobs = {
     protocol, encoding, arrival,
     start: num(values.start, 2000, 100),

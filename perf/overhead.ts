@@ -23,7 +23,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { dirname, join, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { appendResults, BASELINE_MODEL, machine, ROOT, runMain, spawnServer, startBaseline } from './bench-platform.js'
-import { parseCli } from './cli-args.js'
+import { cliFail, parseCli } from './cli-args.js'
 import { renderTable, runLoad, type LoadResult, type Scenario } from './loadgen.js'
 
 const USAGE = `usage: node dist/perf/overhead.js [options]
@@ -548,14 +548,14 @@ async function main (): Promise<number> {
   const num = (v: string | undefined, d: number): number => {
     if (v === undefined) return d
     const n = Number(v)
-    if (!Number.isFinite(n) || n <= 0) throw new Error(`bad number ${v}\n${USAGE}`)
+    if (!Number.isFinite(n) || n <= 0) cliFail(USAGE, `bad number ${v}`)
     return n
   }
   /** Counts that may be 0 (no bisection, no retry): whole numbers >= 0. */
   const count = (v: string | undefined, d: number): number => {
     if (v === undefined) return d
     const n = Number(v)
-    if (!Number.isInteger(n) || n < 0) throw new Error(`bad count ${v} (a whole number >= 0)\n${USAGE}`)
+    if (!Number.isInteger(n) || n < 0) cliFail(USAGE, `bad count ${v} (a whole number >= 0)`)
     return n
   }
   const long = values.long
@@ -578,7 +578,7 @@ async function main (): Promise<number> {
     windowUs: Math.floor(num(values['window-us'], 2000)),
   }
   const servers = values.servers.split(',').map((s) => s.trim()) as ServerName[]
-  for (const s of servers) if (!SERVER_NAMES.includes(s)) throw new Error(`unknown server ${s}\n${USAGE}`)
+  for (const s of servers) if (!SERVER_NAMES.includes(s)) cliFail(USAGE, `unknown server ${s}`)
   if (!existsSync(BASELINE_MODEL)) throw new Error(`${BASELINE_MODEL} is missing: run npm run build`)
   let fairwayConfig = values['fairway-config'] === undefined ? undefined : resolve(values['fairway-config'])
   if (values['raise-tenant-limits']) fairwayConfig = raisedLimitsConfig(fairwayConfig ?? join(ROOT, 'config', 'demo-platform.json'))

@@ -44,6 +44,9 @@ t.test('a bad value is refused before anything runs', async (t) => {
     ['bench-fairness', ['--only', 'noisy,everything'], /--only everything: expected one of noisy, weights, heavy, batching/],
     ['bench-cost', ['--case', 'nope'], /--case nope: expected one of emit, throughput, freshness/],
     ['loadgen', ['--duration', 'x', 'perf/scenarios/overhead.json'], /--duration x: expected a number >= 0/],
+    ['overhead', ['--fixed-rate', '0'], /bad number 0/],
+    ['overhead', ['--servers', 'bare,fast'], /unknown server fast/],
+    ['bench-sweep', ['--protocol', 'carrier-pigeon'], /--protocol must be http or websocket/],
   ]
   for (const [entry, args, message] of cases) {
     const r = run(entry, args)
