@@ -8,13 +8,13 @@
 // /proc/self/task/*/schedstat (ns, exact), over the emitting window; then
 // flush() and a count of stored and unique events.
 //
-// Run: npm run bench:cost-rate [-- --rate 2000 --seconds 60 --rounds 2 --insert-ms 0,3000,10000]
+// Run: npm run bench:cost-rate [-- --rate 2000 --seconds 60 --rounds 2 --insert-ms 3000,30000]
 
 import { appendFileSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { CostPipeline } from '../src/cost/cost-pipeline.js'
+import { CostPipeline, defaultInsertMs } from '../src/cost/cost-pipeline.js'
 import type { CostEvent } from '../src/cost/cost-event.js'
 import { uuidv7 } from '../src/cost/uuidv7.js'
 import { packageRoot } from '../src/runtime/affinity.js'
@@ -26,7 +26,7 @@ const USAGE = `usage: node dist/perf/bench-cost-rate.js [options]   (npm run ben
   --rate N         cost events per second (default 2000)
   --seconds S      emitting seconds per case (default 60)
   --rounds N       rounds, cases interleaved within each (default 2)
-  --insert-ms LIST comma-separated cost.insertMs values, one case each (default 0,3000,10000)
+  --insert-ms LIST comma-separated cost.insertMs values, one case each (default 3000,30000: the server and embedded defaults)
   --case MS        run one case in this process and print its JSON (no perf/RESULTS.md)
   --help           this text`
 
@@ -93,7 +93,7 @@ async function main (): Promise<number> {
     rate: { type: 'string', default: '2000' },
     seconds: { type: 'string', default: '60' },
     rounds: { type: 'string', default: '2' },
-    'insert-ms': { type: 'string', default: '0,3000,10000' },
+    'insert-ms': { type: 'string', default: '3000,30000' },
   })
   const rate = cliNumber(USAGE, 'rate', values.rate, 1)
   const seconds = cliNumber(USAGE, 'seconds', values.seconds, 1)
@@ -117,7 +117,8 @@ async function main (): Promise<number> {
     '|---|---|---|---|---|',
     ...list.map((ms) => {
       const rs = results.get(ms) ?? []
-      return `| ${ms}${ms === 3000 ? ' (default)' : ''} | ${rs.map((x) => x.sinkUsPerEvent.toFixed(1)).join(' / ')} µs | ${rs.map((x) => x.sinkMsPerSec.toFixed(0)).join(' / ')} | ${rs.map((x) => x.batchesInserted).join(' / ')} | ${rs.map((x) => `${x.stored} / ${x.unique} / ${x.events}`).join('; ')} |`
+      const dflt = ms === defaultInsertMs({ kind: 'embedded', dataDir: '' }) ? ' (embedded default)' : ms === defaultInsertMs({ kind: 'http', url: '' }) ? ' (server default)' : ''
+      return `| ${ms}${dflt} | ${rs.map((x) => x.sinkUsPerEvent.toFixed(1)).join(' / ')} µs | ${rs.map((x) => x.sinkMsPerSec.toFixed(0)).join(' / ')} | ${rs.map((x) => x.batchesInserted).join(' / ')} | ${rs.map((x) => `${x.stored} / ${x.unique} / ${x.events}`).join('; ')} |`
     }),
   ]
   const out = join(packageRoot(), 'perf', 'RESULTS.md')

@@ -83,6 +83,19 @@ t.test('batching window: default 0, capped per tenant, precomputed per route', a
   t.equal(waitMs('acme', 'ranker'), 0, 'a model without a window holds nobody')
 })
 
+t.test('cost.insertMs: 30 s embedded (queries insert what is pending first), 3 s for a server, or as given', async (t) => {
+  const cost = (c: Record<string, unknown>): number | undefined => {
+    const raw = demoRaw()
+    raw.cost = c
+    const res = checkConfig(raw, base)
+    return res.ok ? res.config.cost.insertMs : undefined
+  }
+  t.equal(cost({}), 30_000, 'embedded default')
+  t.equal(cost({ backend: 'http', url: 'http://127.0.0.1:8123' }), 3_000, 'server default')
+  t.equal(cost({ insertMs: 500 }), 500)
+  t.equal(cost({ insertMs: -1 }), undefined, 'a negative value is refused')
+})
+
 t.test('all problems are reported at once', async (t) => {
   const p = problems((r) => { r.tenants.acme.tier = 'x'; r.tenants.globex.limits.burst = 0; r.server.port = 70000 })
   t.equal(p.length, 3)

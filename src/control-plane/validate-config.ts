@@ -3,7 +3,7 @@
 // operator fixes a file in one pass. The server refuses to start on any problem.
 
 import { isAbsolute, resolve } from 'node:path'
-import { checkPriceCoverage, validatePriceTable, type CostBackendConfig } from '../cost/index.js'
+import { checkPriceCoverage, defaultInsertMs, validatePriceTable, type CostBackendConfig } from '../cost/index.js'
 import {
   DATATYPES, TIER_WEIGHTS, TIERS,
   type CostConfig, type Datatype, type DeviceConfig, type ModelConfig, type ModelVersionConfig, type PlatformConfig,
@@ -330,7 +330,7 @@ function costConfig (c: Checker, v: unknown, baseDir: string): CostConfig {
     spoolDir: dir('spoolDir', 'var/cost/spool'),
     batchRows: c.number(o, 'batchRows', p, { min: 1, max: 1_000_000, int: true, dflt: 100_000 }),
     flushMs: c.number(o, 'flushMs', p, { min: 10, max: 60_000, int: true, dflt: 1000 }),
-    insertMs: c.number(o, 'insertMs', p, { min: 0, max: 600_000, int: true, dflt: 3000 }),
+    insertMs: c.number(o, 'insertMs', p, { min: 0, max: 600_000, int: true, dflt: defaultInsertMs(backend) }),
   }
 }
 

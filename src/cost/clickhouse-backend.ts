@@ -21,6 +21,7 @@ import { createReadStream, mkdirSync } from 'node:fs'
 import { basename, dirname, join } from 'node:path'
 import { Readable } from 'node:stream'
 import { ClickHouseLogLevel, createClient, type ClickHouseClient, type ClickHouseSettings } from '@clickhouse/client'
+import { Session } from 'chdb'
 import { createChdbConnection } from 'chdb/connection'
 import { CostError, errorText } from './cost-error.js'
 import { FaultyConnection, type FaultOptions } from './fault-injector.js'
@@ -110,6 +111,17 @@ const QUIET = { level: ClickHouseLogLevel.OFF }
 
 type ClientConnection = NonNullable<NonNullable<Parameters<typeof createClient>[0]>['connection']>
 
+// Server configuration of the embedded engine, fixed when the first
+// connection to a data directory opens (chdb/connection cannot pass it, so
+// open() opens a Session with these first and the client's connection joins
+// its engine). The memory worker wakes every 100 ms by default to re-read
+// cgroup and allocator statistics; on this VM a thread wake-up costs
+// ~200 µs of CPU, so it alone took 6.2 ms of CPU per second on an idle
+// store, 1.6 at 10 s (measured, /proc/<pid>/task/*/schedstat). It only
+// corrects memory accounting and returns freed pages to the OS, which a
+// cost store doing a few inserts a minute can do every 10 s.
+const ENGINE_ARGS = ['--memory_worker_period_ms=10000']
+
 function hasFaults (f: FaultOptions): boolean {
   return (f.failInserts ?? 0) > 0 || (f.failAfterInsert ?? 0) > 0
 }
@@ -119,7 +131,7 @@ export class ClickHouseBackend {
   readonly qdb: string
   private chain: Promise<unknown> = Promise.resolve()
 
-  private constructor (readonly kind: 'embedded' | 'http', private readonly db: string, private readonly client: ClickHouseClient) {
+  private constructor (readonly kind: 'embedded' | 'http', private readonly db: string, private readonly client: ClickHouseClient, private readonly engine: Session | null = null) {
     this.qdb = quoteIdent(db)
   }
 
@@ -127,16 +139,19 @@ export class ClickHouseBackend {
   static open (cfg: CostBackendConfig, faults: FaultOptions = {}): ClickHouseBackend {
     if (cfg.kind === 'embedded') {
       let conn
+      let engine: Session | null = null
       try {
         mkdirSync(cfg.dataDir, { recursive: true })
+        engine = new Session(cfg.dataDir, { connectionArgs: ENGINE_ARGS })
         conn = createChdbConnection({ path: cfg.dataDir })
       } catch (err) {
+        engine?.close()
         throw new CostError('FW_ERR_COST_BACKEND_UNAVAILABLE', `embedded ClickHouse at ${cfg.dataDir}: ${errorText(err)} (is another process using this data directory?)`)
       }
       const connection = hasFaults(faults) ? new FaultyConnection(conn, faults) : conn
       // chdb/connection is typed against @clickhouse/client-common, the
       // client against its bundled copy of the same interface.
-      return new ClickHouseBackend('embedded', 'default', createClient({ connection: connection as unknown as ClientConnection, log: QUIET }))
+      return new ClickHouseBackend('embedded', 'default', createClient({ connection: connection as unknown as ClientConnection, log: QUIET }), engine)
     }
     try {
       void new URL(cfg.url)
@@ -267,7 +282,10 @@ export class ClickHouseBackend {
   }
 
   async close (): Promise<void> {
-    await this.serial(() => this.client.close())
+    await this.serial(async () => {
+      await this.client.close()
+      this.engine?.close()
+    })
   }
 
   /** One statement, comments stripped, or FW_ERR_COST_QUERY_NOT_READONLY (multi-statement, syntax). */

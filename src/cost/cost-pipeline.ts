@@ -43,12 +43,14 @@ export interface CostPipelineOptions {
   /** A batch is cut (and spooled: durable) at most this long after its first event (default 1000 ms). */
   flushMs?: number
   /**
-   * Spooled batches wait up to this long (default 3 000 ms) and go to
-   * ClickHouse together, as one insert of up to batchRows rows; flush() and
-   * close() do not wait. Sets how fresh queries are, not what a crash loses
-   * (that is flushMs): 3 s keeps emit → queryable under 5 s. An insert
-   * costs ~40 ms of CPU here whatever its size, so at batch-1 request rates
-   * this is most of the sink's CPU (perf/bench-cost-rate.ts, docs/cost.md).
+   * Spooled batches wait up to this long and go to ClickHouse together, as
+   * one insert of up to batchRows rows; flush(), close() and a fresh
+   * query() do not wait. Default (defaultInsertMs) 30 000 ms embedded,
+   * 3 000 ms for a server, whose other readers see only what is inserted
+   * (3 s keeps emit → visible there under 5 s). Not what a crash loses (that
+   * is flushMs). An insert costs ~25–40 ms of CPU here whatever its size, so
+   * at batch-1 request rates this sets most of the sink's CPU
+   * (perf/bench-cost-rate.ts, docs/cost.md).
    */
   insertMs?: number
   /** Events the ring holds before emit() drops (default 65 536, ~9.4 MB). */
@@ -106,6 +108,15 @@ export interface CostPipelineStats {
 }
 
 const DRAIN_MS = 50
+
+/**
+ * Embedded: 30 s, since every read of an embedded store goes through
+ * query(), which inserts what is pending first. A server: 3 s, since its
+ * other readers (dashboards, clickhouse-client) see only what was inserted.
+ */
+export function defaultInsertMs (backend: CostBackendConfig): number {
+  return backend.kind === 'embedded' ? 30_000 : 3_000
+}
 const DROP_WARN_MS = 10_000
 
 // libchdb binds one data directory per process, and a spool has one owner.
@@ -149,7 +160,8 @@ export class CostPipeline {
   private readonly counters: Counters
   private readonly log: (msg: string) => void
   private readonly requests = new Map<number, Pending>()
-  private readonly drainTimer: NodeJS.Timeout
+  /** Hands over a page that has waited DRAIN_MS; armed by the first emit of a quiet spell, stopped by a tick that finds the page empty. */
+  private drainTimer: NodeJS.Timeout | null = null
   private readonly dataDir: string | null
   private readyResolve: () => void = () => {}
   private readyReject: (e: unknown) => void = () => {}
@@ -177,8 +189,18 @@ export class CostPipeline {
     worker.on('message', (m: FromSink) => { this.onMessage(m) })
     worker.on('error', (err: unknown) => { this.gone(errorText(err)) })
     worker.on('exit', (code: number) => { this.gone(`exited with code ${code}`) })
-    this.drainTimer = setInterval(() => { this.ring.flushPageOlderThan(Date.now() - DRAIN_MS) }, DRAIN_MS)
-    this.drainTimer.unref()
+  }
+
+  // Only while events flow: an idle process gets no wake-ups from the ring
+  // (each costs ~200 µs of CPU on this VM, measured; a timer every 50 ms
+  // alone took 5.5 ms of CPU per second).
+  private armDrain (): void {
+    const timer = setInterval(() => {
+      this.ring.flushPageOlderThan(Date.now() - DRAIN_MS)
+      if (this.ring.pageEvents === 0) { clearInterval(timer); this.drainTimer = null }
+    }, DRAIN_MS)
+    timer.unref()
+    this.drainTimer = timer
   }
 
   /**
@@ -201,7 +223,7 @@ export class CostPipeline {
       spoolDir,
       batchRows: positive('batchRows', opts.batchRows, 250_000),
       flushMs: positive('flushMs', opts.flushMs, 1_000),
-      insertMs: positive('insertMs', opts.insertMs, 3_000, 0),
+      insertMs: positive('insertMs', opts.insertMs, defaultInsertMs(backend), 0),
       spoolMaxBytes: positive('spoolMaxBytes', opts.spoolMaxBytes, 1024 ** 3, 0),
       retryBaseMs: positive('retryBaseMs', opts.retryBaseMs, 250),
       retryMaxMs: positive('retryMaxMs', opts.retryMaxMs, 30_000),
@@ -231,7 +253,6 @@ export class CostPipeline {
       })])
     } catch (err) {
       p.closed = true
-      clearInterval(p.drainTimer)
       await p.stopWorker()
       p.release()
       throw err
@@ -249,7 +270,11 @@ export class CostPipeline {
   emit (e: CostEvent): void {
     try {
       if (this.closed) { this.droppedClosed++; this.noteDrop(); return }
-      if (this.ring.push(e, this.nodeId)) { this.emitted++; return }
+      if (this.ring.push(e, this.nodeId)) {
+        this.emitted++
+        if (this.drainTimer === null) this.armDrain()
+        return
+      }
       this.droppedRing++
       this.noteDrop()
     } catch {
@@ -265,11 +290,19 @@ export class CostPipeline {
     await this.request((id) => ({ t: 'flush', id }), 'flush', opts.timeoutMs)
   }
 
-  /** Runs SQL on the cost store (on the sink thread) and returns the result text in `format`. */
-  async query (sql: string, format: QueryFormat = 'JSONEachRow', opts: { readonly?: boolean, params?: Record<string, unknown>, timeoutMs?: number } = {}): Promise<string> {
+  /**
+   * Runs SQL on the cost store (on the sink thread) and returns the result
+   * text in `format`. Fresh by default: every event emitted before the call
+   * is inserted first (however long insertMs is), so a query reads its own
+   * writes; if the store does not take them within 10 s the query runs on
+   * what it has. `fresh: false` reads the store as it is.
+   */
+  async query (sql: string, format: QueryFormat = 'JSONEachRow', opts: { readonly?: boolean, fresh?: boolean, params?: Record<string, unknown>, timeoutMs?: number } = {}): Promise<string> {
     if (this.closed) throw new CostError('FW_ERR_COST_CLOSED')
+    const fresh = opts.fresh !== false
+    if (fresh) this.ring.flushPage() // posted before the query, so the sink has it when the query arrives
     return await this.request<string>((id) => ({
-      t: 'query', id, sql, format, readonly: opts.readonly === true, ...(opts.params === undefined ? {} : { params: opts.params }),
+      t: 'query', id, sql, format, readonly: opts.readonly === true, fresh, ...(opts.params === undefined ? {} : { params: opts.params }),
     }), 'query', opts.timeoutMs)
   }
 
@@ -321,7 +354,7 @@ export class CostPipeline {
   close (opts: { timeoutMs?: number } = {}): Promise<void> {
     if (this.closing !== null) return this.closing
     this.closed = true
-    clearInterval(this.drainTimer)
+    if (this.drainTimer !== null) { clearInterval(this.drainTimer); this.drainTimer = null }
     this.closing = (async () => {
       if (!this.alive) { this.release(); return }
       this.ring.flushPage()

@@ -29,6 +29,8 @@ import { Spool, type SpoolEntry, type SpoolFormat, type SpoolGroup } from './spo
 import { uuidv7 } from './uuidv7.js'
 
 const MAX_SPOOL_BACKLOG = 4
+/** How long a fresh query waits for the events emitted before it to go in (then it runs on what the store has). */
+const FRESH_WAIT_MS = 10_000
 const WARN_EVERY_MS = 10_000
 const CAPACITY_HEADER = CAPACITY_COLUMNS.join('\t') + '\n'
 
@@ -149,7 +151,8 @@ export class CostSink {
       case 'query': {
         const backend = this.backend
         if (backend === null || this.stopped) { this.reply(m.id, Promise.reject(new CostError('FW_ERR_COST_CLOSED'))); return }
-        this.reply(m.id, backend.query(m.sql, m.format, { readonly: m.readonly, ...(m.params === undefined ? {} : { params: m.params }) }))
+        const run = (): Promise<string> => backend.query(m.sql, m.format, { readonly: m.readonly, ...(m.params === undefined ? {} : { params: m.params }) })
+        this.reply(m.id, m.fresh ? this.flushWithin(FRESH_WAIT_MS).then(run) : run())
         return
       }
       case 'close':
@@ -408,14 +411,19 @@ export class CostSink {
     return done
   }
 
-  private async close (timeoutMs: number): Promise<CloseResult> {
-    const done = this.flushAll()
+  /** flushAll(), waiting at most timeoutMs; true if it timed out. */
+  private async flushWithin (timeoutMs: number): Promise<boolean> {
     let timer: NodeJS.Timeout | undefined
     const timedOut = await Promise.race([
-      done.then(() => false),
+      this.flushAll().then(() => false),
       new Promise<boolean>((resolve) => { timer = setTimeout(() => { resolve(true) }, timeoutMs) }),
     ])
     clearTimeout(timer)
+    return timedOut
+  }
+
+  private async close (timeoutMs: number): Promise<CloseResult> {
+    const timedOut = await this.flushWithin(timeoutMs)
     // Whatever was cut is on disk (or counted as dropped) before we stop.
     await this.spoolChain
     this.stopped = true

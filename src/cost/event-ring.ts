@@ -47,6 +47,11 @@ export class EventRing {
     return this.pageCapacity * this.maxPages
   }
 
+  /** Events in the page being filled. */
+  get pageEvents (): number {
+    return this.page?.n ?? 0
+  }
+
   /** Events not yet handed back by the sink (current page + pages in flight). */
   get depth (): number {
     return (this.page?.n ?? 0) + this.inSink

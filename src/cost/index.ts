@@ -1,6 +1,6 @@
 // The cost pipeline's public surface, for the gateway and the config validator.
 
-export { CostPipeline, type CostPipelineOptions, type CostPipelineStats } from './cost-pipeline.js'
+export { CostPipeline, defaultInsertMs, type CostPipelineOptions, type CostPipelineStats } from './cost-pipeline.js'
 export type { CostBackendConfig, QueryFormat, QueryOptions } from './clickhouse-backend.js'
 export { QUERY_FORMATS } from './clickhouse-backend.js'
 export { COST_EVENT_COLUMNS, type CostEvent } from './cost-event.js'

@@ -23,7 +23,7 @@ export type ToSink =
   | PageMessage
   | { readonly t: 'capacity', readonly id: number, readonly data: string, readonly rows: number }
   | { readonly t: 'flush', readonly id: number }
-  | { readonly t: 'query', readonly id: number, readonly sql: string, readonly format: QueryFormat, readonly readonly: boolean, readonly params?: Record<string, unknown> }
+  | { readonly t: 'query', readonly id: number, readonly sql: string, readonly format: QueryFormat, readonly readonly: boolean, readonly fresh: boolean, readonly params?: Record<string, unknown> }
   | { readonly t: 'close', readonly id: number, readonly timeoutMs: number }
 
 export interface CloseResult {
