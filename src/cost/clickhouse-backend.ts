@@ -283,8 +283,11 @@ export class ClickHouseBackend {
 
   async close (): Promise<void> {
     await this.serial(async () => {
-      await this.client.close()
-      this.engine?.close()
+      try {
+        await this.client.close()
+      } finally {
+        this.engine?.close()
+      }
     })
   }
 
