@@ -7,7 +7,13 @@
 import t from 'tap'
 import { threadId } from 'node:worker_threads'
 import { checkConfig } from '../src/control-plane/load-config.js'
+import { AdmissionTable } from '../src/admission/admission-table.js'
+import { TenantRegistry } from '../src/control-plane/registry.js'
+import type { FairwayError } from '../src/errors.js'
+import { InferenceService } from '../src/gateway/inference-service.js'
 import { InlinePool } from '../src/runtime/inline-pool.js'
+import { ClassScheduler } from '../src/scheduling/class-scheduler.js'
+import { GatewayMetrics } from '../src/telemetry/metrics.js'
 import { call, classUnits, configFrom, demoRaw, DEMO_CONFIG_FILE, holdFirstBatch, inferBody, KEYS, start, type RawConfig } from './helpers/server.js'
 import { referenceForward, sampleInput, specFor } from './helpers/reference.js'
 import { dirname } from 'node:path'
@@ -70,6 +76,53 @@ t.test('batches run on this thread and match the reference; times are measured',
   t.ok(close(res.output, referenceForward(spec, x, 2)), 'and they are right')
 })
 
+t.test('a batch is computed before run returns: no loop turn of its own', async (t) => {
+  const pool = new InlinePool(sc, units)
+  t.teardown(() => pool.close())
+  await pool.start()
+  t.equal(pool.runsOnCaller, true, 'says so to the scheduler')
+  let settled = false
+  void pool.run({ unit: tiny.key, rows: 1, parts: [{ input: sampleInput(64, 1, 9) }] }).then(() => { settled = true })
+  // Two microtask hops, no macrotask: a setImmediate inside run would not have run yet.
+  await Promise.resolve()
+  await Promise.resolve()
+  t.ok(settled, 'the promise was settled when run returned')
+})
+
+t.test('a backlog on an inline class runs one batch per event-loop turn, so sockets are read between batches', async (t) => {
+  const registry = new TenantRegistry(config)
+  const admission = new AdmissionTable(registry.tenants.length, registry.classSlots.size)
+  for (const tn of registry.tenants) admission.setTenantPolicy(tn.slot, tn.config.limits)
+  for (const [id, slot] of registry.classSlots) admission.setClassShed(slot, config.serviceClasses.get(id)?.maxQueued ?? 1)
+  const pool = new InlinePool(sc, units)
+  await pool.start()
+  const scheduler = new ClassScheduler(pool, units, admission, registry.classSlots.get('shared') ?? 0, () => 1)
+  const service = new InferenceService(admission, new Map([['shared', scheduler]]), new GatewayMetrics(), null)
+  t.teardown(async () => { scheduler.stop(); await pool.close() })
+  const tenant = registry.tenantById('globex')
+  if (tenant === undefined) throw new Error('no globex')
+  const route = registry.resolve(tenant, 'tiny-classifier', null)
+  const rows = tiny.model.maxBatchSize / 2
+  // Six requests of half a batch each, in one tick: three full batches.
+  const inputs = Array.from({ length: 6 }, (_, i) => sampleInput(64, rows, 900 + i))
+  const answers = inputs.map(async (x) => await new Promise<{ err: FairwayError | null, output: Float32Array | null }>((resolve) => {
+    service.submit(route, 'test', { id: undefined, rows, data: x, timeoutMs: null }, null, performance.now(), (err, output) => { resolve({ err, output: output?.slice() ?? null }) })
+  }))
+  const turn = async (): Promise<void> => { await new Promise((resolve) => setImmediate(resolve)) }
+  // The pump's setImmediate was queued before this one: one batch has run.
+  await turn()
+  t.equal(scheduler.stats.batches, 1, 'one batch in the first turn')
+  t.equal(scheduler.queued, 4, 'the rest waits for later turns')
+  await turn()
+  t.equal(scheduler.stats.batches, 2, 'the second batch in the next turn')
+  const got = await Promise.all(answers)
+  t.equal(scheduler.stats.batches, 3, 'three batches in all')
+  t.ok(got.every((a, i) => a.err === null && a.output !== null && close(a.output, referenceForward(spec, inputs[i] as Float32Array, rows))), 'every answer equals the reference')
+  await turn()
+  t.equal(scheduler.busyWorkers, 0, 'the class is idle again')
+  t.equal(admission.inflight(tenant.slot), 0, 'every admission was given back')
+})
+
 t.test('refusals have stable codes; a closed pool refuses', async (t) => {
   const pool = new InlinePool(sc, units)
   await pool.start()
@@ -78,9 +131,8 @@ t.test('refusals have stable codes; a closed pool refuses', async (t) => {
   await t.rejects(pool.run({ unit: 'nope@1', rows: 1, parts: [{ input: sampleInput(64, 1, 1) }] }), { code: 'FW_ERR_RUNTIME_INFERENCE_FAILED' }, 'unknown unit')
   const ok = await pool.run({ unit: tiny.key, rows: 1, parts: [{ input: sampleInput(64, 1, 2) }] })
   t.equal(ok.output.length, 8, 'still serves after the refusals')
-  const queued = pool.run({ unit: tiny.key, rows: 1, parts: [{ input: sampleInput(64, 1, 3) }] })
   await pool.close()
-  await t.rejects(queued, { code: 'FW_ERR_RUNTIME_INFERENCE_FAILED' }, 'a batch not yet run when the pool closes fails')
+  await t.rejects(pool.run({ unit: tiny.key, rows: 1, parts: [{ input: sampleInput(64, 1, 3) }] }), { code: 'FW_ERR_RUNTIME_INFERENCE_FAILED' }, 'a closed pool refuses a batch')
 })
 
 t.test('a catalog input name the model does not have fails at start, not per request', async (t) => {

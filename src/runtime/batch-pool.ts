@@ -9,6 +9,13 @@ export interface BatchPool {
   readonly serviceClass: ServiceClassConfig
   /** Batches it runs at once; the scheduler never hands it more. */
   readonly capacity: number
+  /**
+   * True when run() computes the batch on the calling thread before it
+   * returns (the promise is already settled). The scheduler then starts the
+   * next batch in a later turn of the event loop, so that sockets are read
+   * between two batches; false: run() hands the batch to another thread.
+   */
+  readonly runsOnCaller: boolean
   /** Resolves once every unit is loaded and warm, with where each executor runs. */
   start (): Promise<PingResult[]>
   /** Runs one batch; rejects with a FairwayError (FW_ERR_RUNTIME_*) on failure. */

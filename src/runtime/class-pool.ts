@@ -52,6 +52,7 @@ const RESTART_GRACE_MS = 30_000
 const decoder = new TextDecoder()
 
 export class ClassPool implements BatchPool {
+  readonly runsOnCaller = false
   readonly serviceClass: ServiceClassConfig
   private readonly piscina: Piscina
   private readonly unitSlots = new Map<string, UnitSlot>()

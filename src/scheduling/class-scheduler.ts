@@ -385,6 +385,12 @@ export class ClassScheduler {
     return best
   }
 
+  /** Some borrower has work queued (that this class's free worker might take). */
+  private borrowersQueued (): boolean {
+    for (const b of this.borrowers) if (b.queue.size > 0) return true
+    return false
+  }
+
   /** A full batch of the fair head's model version is queued: worth a lent worker. */
   private fullBatchQueued (): boolean {
     const head = this.queue.peek()
@@ -443,7 +449,13 @@ export class ClassScheduler {
         this.stats.ownBusyMs += ms
       }
       this.running--
-      this.pump()
+      // A pool that ran the batch on this thread (inline) did so inside this
+      // turn of the event loop: the next batch waits for the next turn, so
+      // sockets are read (and refusals answered) between batches, as they are
+      // while a worker computes. Nothing queued: nothing to schedule, so an
+      // idle class adds no loop turn per batch.
+      if (!this.pool.runsOnCaller) this.pump()
+      else if (this.queue.size > 0 || this.borrowersQueued()) this.schedulePump()
     })
   }
 
