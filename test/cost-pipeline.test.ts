@@ -218,6 +218,36 @@ t.test('emit never throws: junk is counted, malformed ids are replaced', async (
   t.match(logs.join('\n'), /DROPPING cost events/, 'the drop was logged')
 })
 
+t.test('a page waits in the ring until flushMs after its first event, then is spooled without a flush', async (t) => {
+  await p.flush()
+  const s0 = p.stats()
+  t.equal(s0.ringDepth, 0)
+  p.emit(event('drain', 1, T0 + 5 * HOUR))
+  p.emit(event('drain', 2, T0 + 5 * HOUR))
+  // Half of flushMs (200) later the page is still here: no hand-over (and
+  // no sink wake-up) before its deadline. The sleep's timer expires first,
+  // so it runs first even if the loop is late.
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  t.equal(p.stats().ringDepth, 2, 'not handed to the sink before flushMs')
+  // Then the ring hands it over and the sink spools it at once, unasked.
+  while (p.stats().spooledRows - s0.spooledRows < 2 && p.stats().inserted - s0.inserted < 2) await new Promise((resolve) => setTimeout(resolve, 10))
+  t.equal(p.stats().ringDepth, 0, 'taken by the sink')
+  await p.flush()
+  t.same(await rows("SELECT count() AS n FROM cost_events WHERE tenant_id LIKE 'drain-%'"), [{ n: 2 }])
+})
+
+t.test('a period that ends on a full page (empty open page) is still cut and spooled unasked', async (t) => {
+  await p.flush()
+  const s0 = p.stats()
+  const full = 1024 // the ring's page capacity at the default ringCapacity
+  for (let i = 0; i < full; i++) p.emit(event('fullpage', i, T0 + 6 * HOUR))
+  t.equal(p.stats().ringDepth - s0.ringDepth <= full, true)
+  while (p.stats().spooledRows - s0.spooledRows < full && p.stats().inserted - s0.inserted < full) await new Promise((resolve) => setTimeout(resolve, 10))
+  t.equal(p.stats().ringDepth, 0, 'nothing left in the ring')
+  await p.flush()
+  t.same(await rows("SELECT count() AS n FROM cost_events WHERE tenant_id LIKE 'fullpage-%'"), [{ n: full }])
+})
+
 t.test('emits after close are dropped loudly; the pipeline answers FW_ERR_COST_CLOSED', async (t) => {
   const s0 = p.stats()
   await p.close()

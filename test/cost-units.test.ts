@@ -202,9 +202,13 @@ t.test('the ring is bounded by pages the sink has not returned, and reuses retur
   const pages: PageMessage[] = []
   const ring = new EventRing(64, (m) => { pages.push(m) })
   let accepted = 0
+  const before = Date.now()
   for (let i = 0; i < 100; i++) if (ring.push(event(i), 'n')) accepted++
+  const after = Date.now()
   t.equal(accepted, 64, 'full pages in flight count against the bound')
   t.equal(pages.length, 4)
+  t.ok(pages.every((m) => m.openedAt >= before && m.openedAt <= after), 'each page says when its first event came')
+  t.ok(pages.every((m) => !m.cut), 'full pages do not end a flush period')
   t.equal(ring.depth, 64)
   const first = pages[0] as PageMessage
   t.same(first.strings.slice(0, 3), ['tenant-0', 'http:/v2/models/{m}/infer', 'tiny-classifier'], 'new strings travel with the first page that uses them')
@@ -212,6 +216,10 @@ t.test('the ring is bounded by pages the sink has not returned, and reuses retur
   ring.release(first.buf, first.n)
   t.equal(ring.depth, 48)
   t.ok(ring.push(event(200), 'n'), 'a returned page takes events again')
+  t.equal(ring.flushPage(true), true)
+  t.equal(pages.at(-1)?.cut, true, 'the page that ends a flush period says so')
+  t.equal(pages.at(-1)?.n, 1)
+  t.equal(ring.flushPage(true), false, 'no page to hand over: the caller sends a bare cut')
 })
 
 t.test('the dictionary restarts past DICT_MAX and says so on the next page', async (t) => {

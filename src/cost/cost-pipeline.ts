@@ -40,7 +40,11 @@ export interface CostPipelineOptions {
    * measured — and cost ~120 bytes of sink memory per row.
    */
   batchRows?: number
-  /** A batch is cut (and spooled: durable) at most this long after its first event (default 1000 ms). */
+  /**
+   * A batch is cut (and spooled: durable) at most this long after its first
+   * event was emitted (default 1000 ms), plus the spool write: the length of
+   * a flush period (see armDrain).
+   */
   flushMs?: number
   /**
    * Spooled batches wait up to this long and go to ClickHouse together, as
@@ -107,8 +111,6 @@ export interface CostPipelineStats {
   sinkAlive: boolean
 }
 
-const DRAIN_MS = 50
-
 /**
  * Embedded: 30 s, since every read of an embedded store goes through
  * query(), which inserts what is pending first. A server: 3 s, since its
@@ -160,8 +162,10 @@ export class CostPipeline {
   private readonly counters: Counters
   private readonly log: (msg: string) => void
   private readonly requests = new Map<number, Pending>()
-  /** Hands over a page that has waited DRAIN_MS; armed by the first emit of a quiet spell, stopped by a tick that finds the page empty. */
+  /** Ends the open flush period (see armDrain); armed by an emit while none is open. */
   private drainTimer: NodeJS.Timeout | null = null
+  /** = flushMs: the length of a flush period (see armDrain). */
+  private readonly drainMs: number
   private readonly dataDir: string | null
   private readyResolve: () => void = () => {}
   private readyReject: (e: unknown) => void = () => {}
@@ -177,8 +181,9 @@ export class CostPipeline {
   private lastDropWarn = 0
   private dropsSinceWarn = 0
 
-  private constructor (private readonly worker: Worker, spoolDir: string, dataDir: string | null, ringCapacity: number, nodeId: string, counters: SharedArrayBuffer, log: (msg: string) => void) {
+  private constructor (private readonly worker: Worker, spoolDir: string, dataDir: string | null, ringCapacity: number, nodeId: string, counters: SharedArrayBuffer, log: (msg: string) => void, drainMs: number) {
     this.spoolDir = spoolDir
+    this.drainMs = drainMs
     this.dataDir = dataDir
     this.nodeId = nodeId
     this.log = log
@@ -191,14 +196,22 @@ export class CostPipeline {
     worker.on('exit', (code: number) => { this.gone(`exited with code ${code}`) })
   }
 
-  // Only while events flow: an idle process gets no wake-ups from the ring
-  // (each costs ~200 µs of CPU on this VM, measured; a timer every 50 ms
-  // alone took 5.5 ms of CPU per second).
+  // Flush periods: the first emit while none is open starts one, and
+  // flushMs later the open page goes to the sink marked `cut` (or, if it is
+  // empty, a bare cut message), so the sink spools every event of the period
+  // at once: what a crash can lose is bounded by flushMs from emit. Between
+  // those deadlines only full pages (1,024 events) travel. A hand-over on a
+  // fixed short timer would buy nothing, and each page message costs the
+  // sink thread ~150 µs of CPU on this VM (wake-up, message, return of the
+  // page): the former 50 ms hand-over took ~2.7 ms of sink CPU per second,
+  // 1.3 µs per event at 2,000 events/s (perf/RESULTS.md). Only while events
+  // flow: an idle process gets no wake-ups from the ring. One Timeout per
+  // period, not per event.
   private armDrain (): void {
-    const timer = setInterval(() => {
-      this.ring.flushPageOlderThan(Date.now() - DRAIN_MS)
-      if (this.ring.pageEvents === 0) { clearInterval(timer); this.drainTimer = null }
-    }, DRAIN_MS)
+    const timer = setTimeout(() => {
+      this.drainTimer = null
+      if (!this.ring.flushPage(true)) this.worker.postMessage({ t: 'cut' } satisfies ToSink)
+    }, this.drainMs)
     timer.unref()
     this.drainTimer = timer
   }
@@ -245,7 +258,7 @@ export class CostPipeline {
     if (dataDir !== null) liveDataDir = dataDir
 
     const worker = new Worker(sinkWorkerUrl(), { workerData: init, name: 'fairway-cost-sink' })
-    const p = new CostPipeline(worker, spoolDir, dataDir, ringCapacity, nodeId, init.counters, log)
+    const p = new CostPipeline(worker, spoolDir, dataDir, ringCapacity, nodeId, init.counters, log, init.flushMs)
     let timer: NodeJS.Timeout | undefined
     try {
       await Promise.race([p.ready, new Promise((_resolve, reject) => {
@@ -354,7 +367,7 @@ export class CostPipeline {
   close (opts: { timeoutMs?: number } = {}): Promise<void> {
     if (this.closing !== null) return this.closing
     this.closed = true
-    if (this.drainTimer !== null) { clearInterval(this.drainTimer); this.drainTimer = null }
+    if (this.drainTimer !== null) { clearTimeout(this.drainTimer); this.drainTimer = null }
     this.closing = (async () => {
       if (!this.alive) { this.release(); return }
       this.ring.flushPage()

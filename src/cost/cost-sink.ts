@@ -24,7 +24,7 @@ import { backoffDelay, Sleeper } from './backoff.js'
 import type { PageMessage } from './event-page.js'
 import { NativeBatchEncoder } from './native-batch.js'
 import { CAPACITY_COLUMNS } from './schema.js'
-import { C, Counters, type CloseResult, type FromSink, type SinkInit, type ToSink } from './sink-protocol.js'
+import { C, Counters, type CloseResult, type CutMessage, type FromSink, type SinkInit, type ToSink } from './sink-protocol.js'
 import { Spool, type SpoolEntry, type SpoolFormat, type SpoolGroup } from './spool.js'
 import { uuidv7 } from './uuidv7.js'
 
@@ -71,6 +71,8 @@ export class CostSink {
   private readonly encoder = new NativeBatchEncoder()
   private lastBatchRows = 1024
   private cutTimer: NodeJS.Timeout | null = null
+  /** Date.now() at the first event of the open batch's oldest page. */
+  private batchOpenedAt = 0
   /** Sequence number of the last batch cut (replayed batches first). */
   private seq = 0
   /** Batches cut and not yet inserted, dropped or dead-lettered, in order. */
@@ -79,7 +81,8 @@ export class CostSink {
   private readonly queue: Queued[] = []
   private spoolChain: Promise<unknown> = Promise.resolve()
   private backlog = 0
-  private readonly held: PageMessage[] = []
+  /** Pages (and cut marks, in order) not taken while the spool is behind. */
+  private readonly held: Array<PageMessage | CutMessage> = []
   private inserting = false
   /** Wakes the insert loop when the head batch has waited insertMs. */
   private dueTimer: NodeJS.Timeout | null = null
@@ -136,8 +139,9 @@ export class CostSink {
   handle (m: ToSink): void {
     switch (m.t) {
       case 'page':
+      case 'cut':
         if (this.held.length > 0 || this.backlog >= MAX_SPOOL_BACKLOG) this.held.push(m)
-        else this.takePage(m)
+        else this.take(m)
         return
       case 'capacity':
         this.reply(m.id, this.batch('capacity_hours', 'tsv', [Buffer.from(CAPACITY_HEADER + m.data, 'utf8')], m.rows).then((ok) => {
@@ -170,16 +174,27 @@ export class CostSink {
   private takePage (m: PageMessage): void {
     // A new batch is sized like the previous one (+10%): no regrowth under
     // steady load, little memory when quiet.
+    if (this.encoder.rows === 0 || m.openedAt < this.batchOpenedAt) this.batchOpenedAt = m.openedAt
     this.encoder.add(m, Math.ceil(this.lastBatchRows * 1.1))
     this.c.set(C.INVALID_IDS, this.encoder.invalidIds)
     this.c.add(C.RECEIVED_ROWS, m.n)
     this.post({ t: 'page', buf: m.buf, n: m.n }, [m.buf])
-    if (this.encoder.rows >= this.init.batchRows) this.cut()
-    else if (this.cutTimer === null) this.cutTimer = setTimeout(() => { this.cutTimer = null; this.cut() }, this.init.flushMs)
+    // The ring marks the last page of each flush period; the timer is a
+    // backstop for a gateway thread too busy to send it on time (a quarter
+    // of flushMs late: on time, the marked page always comes first).
+    if (this.encoder.rows >= this.init.batchRows || m.cut) this.cut()
+    else if (this.cutTimer === null) {
+      this.cutTimer = setTimeout(() => { this.cutTimer = null; this.cut() }, this.batchOpenedAt + this.init.flushMs * 1.25 - Date.now())
+    }
+  }
+
+  private take (m: PageMessage | CutMessage): void {
+    if (m.t === 'page') this.takePage(m)
+    else this.cut()
   }
 
   private drainHeld (force: boolean): void {
-    while (this.held.length > 0 && (force || this.backlog < MAX_SPOOL_BACKLOG)) this.takePage(this.held.shift() as PageMessage)
+    while (this.held.length > 0 && (force || this.backlog < MAX_SPOOL_BACKLOG)) this.take(this.held.shift() as PageMessage | CutMessage)
   }
 
   private cut (): void {

@@ -50,4 +50,8 @@ export interface PageMessage {
   readonly strings: string[]
   /** The dictionary was cleared before this page's strings (it outgrew its cap). */
   readonly reset: boolean
+  /** Date.now() at the page's first event (the sink's backstop cut is timed from its batch's oldest page). */
+  readonly openedAt: number
+  /** The last page of a flush period: the sink cuts its batch right after it. */
+  readonly cut: boolean
 }

@@ -104,22 +104,22 @@ export class EventRing {
     p.n = i + 1
     if (p.n === this.pageCapacity) {
       this.page = null
-      this.post(p)
+      this.post(p, false)
     }
     return true
   }
 
-  /** Hands the current page to the sink even if it is not full (timer, flush, close). */
-  flushPage (): void {
+  /**
+   * Hands the current page to the sink even if it is not full (timer,
+   * flush, close); `cut`: the sink cuts its batch after this page. False
+   * when there was no event to hand over.
+   */
+  flushPage (cut = false): boolean {
     const p = this.page
-    if (p === null || p.n === 0) return
+    if (p === null || p.n === 0) return false
     this.page = null
-    this.post(p)
-  }
-
-  /** The timer's half of batching: a page that got its first event before `t` goes now. */
-  flushPageOlderThan (t: number): void {
-    if (this.page !== null && this.page.n > 0 && this.openedAt <= t) this.flushPage()
+    this.post(p, cut)
+    return true
   }
 
   /** A page came back from the sink: its events are the sink's responsibility now. */
@@ -139,8 +139,8 @@ export class EventRing {
     return { buf, f64: v.f64, u32: v.u32, id: v.id, n: 0 }
   }
 
-  private post (p: Page): void {
-    const msg: PageMessage = { t: 'page', buf: p.buf, capacity: this.pageCapacity, n: p.n, strings: this.newStrings, reset: this.pendingReset }
+  private post (p: Page, cut: boolean): void {
+    const msg: PageMessage = { t: 'page', buf: p.buf, capacity: this.pageCapacity, n: p.n, strings: this.newStrings, reset: this.pendingReset, openedAt: this.openedAt, cut }
     this.newStrings = []
     this.pendingReset = false
     this.inSink += p.n

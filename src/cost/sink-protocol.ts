@@ -19,8 +19,14 @@ export interface SinkInit {
   readonly counters: SharedArrayBuffer
 }
 
+/** End of a flush period with no event in the ring's open page: cut the batch now. */
+export interface CutMessage {
+  readonly t: 'cut'
+}
+
 export type ToSink =
   | PageMessage
+  | CutMessage
   | { readonly t: 'capacity', readonly id: number, readonly data: string, readonly rows: number }
   | { readonly t: 'flush', readonly id: number }
   | { readonly t: 'query', readonly id: number, readonly sql: string, readonly format: QueryFormat, readonly readonly: boolean, readonly fresh: boolean, readonly params?: Record<string, unknown> }
