@@ -15,8 +15,7 @@
 // dictionary), UInt64 key count, the keys as Strings, UInt64 row count, the
 // indexes.
 
-import type { FileHandle } from 'node:fs/promises'
-import { open } from 'node:fs/promises'
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs'
 import { CostError, errorText } from './cost-error.js'
 
 export const LC_STRING = 'LowCardinality(String)'
@@ -79,12 +78,12 @@ class Cursor {
   private end = 0
   pos = 0
 
-  constructor (private readonly fh: FileHandle) {}
+  constructor (private readonly fd: number) {}
 
-  async need (n: number): Promise<Buffer> {
+  need (n: number): Buffer {
     if (this.pos < this.start || this.pos + n > this.end) {
       if (n > this.buf.length) this.buf = Buffer.alloc(n)
-      const { bytesRead } = await this.fh.read(this.buf, 0, this.buf.length, this.pos)
+      const bytesRead = readSync(this.fd, this.buf, 0, this.buf.length, this.pos)
       this.start = this.pos
       this.end = this.pos + bytesRead
       if (bytesRead < n) throw new Error(`truncated at byte ${this.pos}`)
@@ -94,22 +93,22 @@ class Cursor {
     return this.buf.subarray(at, at + n)
   }
 
-  async varUInt (): Promise<number> {
+  varUInt (): number {
     let n = 0
     for (let shift = 1; ; shift *= 0x80) {
-      const b = (await this.need(1))[0] as number
+      const b = this.need(1)[0] as number
       n += (b & 0x7f) * shift
       if (b < 0x80) return n
       if (shift > 2 ** 42) throw new Error('varUInt too long')
     }
   }
 
-  async uint64 (): Promise<number> {
-    return Number((await this.need(8)).readBigUInt64LE())
+  uint64 (): number {
+    return Number(this.need(8).readBigUInt64LE())
   }
 
-  async string (): Promise<string> {
-    return (await this.need(await this.varUInt())).toString('utf8')
+  string (): string {
+    return this.need(this.varUInt()).toString('utf8')
   }
 }
 
@@ -118,33 +117,35 @@ class Cursor {
  * over the values (a few small reads, whatever the batch size). Types the
  * spool never writes, or a truncated file, are FW_ERR_COST_SPOOL_CORRUPT;
  * failures to open or read it are FW_ERR_COST_SPOOL_IO (retried).
+ * The reads are synchronous: the sink thread calls this for every member
+ * of a group insert, and each async read was a round trip through libuv's
+ * pool (two thread wake-ups) for a few bytes already in the page cache.
  */
 export async function readNativeColumns (path: string): Promise<NativeColumn[]> {
-  let fh: FileHandle
+  let fd: number
   // An I/O failure (EMFILE, EIO, ...) is retried by the sink; only a file
   // that reads but is not a Native block is corrupt (and goes to dead/).
-  try { fh = await open(path, 'r') } catch (err) { throw new CostError('FW_ERR_COST_SPOOL_IO', path, errorText(err)) }
+  try { fd = openSync(path, 'r') } catch (err) { throw new CostError('FW_ERR_COST_SPOOL_IO', path, errorText(err)) }
   try {
-    const c = new Cursor(fh)
-    const columns = await c.varUInt()
-    const rows = await c.varUInt()
+    const c = new Cursor(fd)
+    const columns = c.varUInt()
+    const rows = c.varUInt()
     const out: NativeColumn[] = []
     for (let i = 0; i < columns; i++) {
-      const name = await c.string()
-      const type = await c.string()
+      const name = c.string()
+      const type = c.string()
       out.push({ name, type })
       const width = fixedWidth(type)
       if (width !== undefined) { c.pos += width * rows; continue }
       if (type !== LC_STRING) throw new Error(`column ${name} has type ${type}, which the spool never writes`)
-      // (`c.pos += await …` would add to the position from before the read.)
-      await c.uint64() // version
-      const flags = await c.uint64()
-      const keys = await c.uint64()
-      for (let k = 0; k < keys; k++) { const len = await c.varUInt(); c.pos += len }
-      const indexes = await c.uint64()
+      c.uint64() // version
+      const flags = c.uint64()
+      const keys = c.uint64()
+      for (let k = 0; k < keys; k++) { const len = c.varUInt(); c.pos += len }
+      const indexes = c.uint64()
       c.pos += indexes * 2 ** (flags & 0xff)
     }
-    if (c.pos > (await fh.stat()).size) throw new Error('truncated')
+    if (c.pos > fstatSync(fd).size) throw new Error('truncated')
     return out
   } catch (err) {
     if (err instanceof CostError) throw err
@@ -152,6 +153,6 @@ export async function readNativeColumns (path: string): Promise<NativeColumn[]> 
     if (typeof (err as NodeJS.ErrnoException).syscall === 'string') throw new CostError('FW_ERR_COST_SPOOL_IO', path, errorText(err))
     throw new CostError('FW_ERR_COST_SPOOL_CORRUPT', path, `not a Native block: ${errorText(err)}`)
   } finally {
-    await fh.close()
+    closeSync(fd)
   }
 }
