@@ -35,7 +35,7 @@ export class EventRing {
   private newStrings: string[] = []
   private pendingReset = false
   /** Date.now() when the current page got its first event. */
-  openedAt = 0
+  private openedAt = 0
 
   constructor (capacity: number, private readonly send: (msg: PageMessage) => void) {
     // Small rings (tests) get small pages so the bound is still exact-ish.
