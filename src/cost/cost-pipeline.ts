@@ -201,10 +201,11 @@ export class CostPipeline {
   // empty, a bare cut message), so the sink spools every event of the period
   // at once: what a crash can lose is bounded by flushMs from emit. Between
   // those deadlines only full pages (1,024 events) travel. A hand-over on a
-  // fixed short timer would buy nothing, and each page message costs the
-  // sink thread ~150 µs of CPU on this VM (wake-up, message, return of the
-  // page): the former 50 ms hand-over took ~2.7 ms of sink CPU per second,
-  // 1.3 µs per event at 2,000 events/s (perf/RESULTS.md). Only while events
+  // fixed short timer would buy nothing: the former 50 ms hand-over took
+  // ~2.7 ms of sink CPU per second more, 1.3 µs per event at 2,000 events/s
+  // (measured, perf/RESULTS.md), i.e. ~150 µs per page message (wake-up,
+  // message, return of the page) for the ~18 a second it sent in excess (a
+  // count by arithmetic, not measured). Only while events
   // flow: an idle process gets no wake-ups from the ring. One Timeout per
   // period, not per event.
   private armDrain (): void {

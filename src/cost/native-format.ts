@@ -119,7 +119,7 @@ class Cursor {
  * failures to open or read it are FW_ERR_COST_SPOOL_IO (retried).
  * The reads are synchronous: the sink thread calls this for every member
  * of a group insert, and each async read was a round trip through libuv's
- * pool (two thread wake-ups) for a few bytes already in the page cache.
+ * pool (two thread wake-ups) for a few bytes of a file written seconds before.
  */
 export async function readNativeColumns (path: string): Promise<NativeColumn[]> {
   let fd: number
