@@ -240,12 +240,13 @@ t.test('a page waits in the ring until flushMs after its first event, then is sp
   t.same(await rows("SELECT count() AS n FROM cost_events WHERE tenant_id LIKE 'drain-%'"), [{ n: 2 }])
 })
 
-t.test('a period that ends on a full page (empty open page) is still cut and spooled unasked', async (t) => {
+// Spooled by the period's bare cut message, or failing that by the sink's
+// backstop timer a quarter of flushMs later: this test does not tell which.
+t.test('a period that ends on a full page (empty open page) is still spooled unasked', async (t) => {
   await p.flush()
   const s0 = p.stats()
   const full = 1024 // the ring's page capacity at the default ringCapacity
   for (let i = 0; i < full; i++) p.emit(event('fullpage', i, T0 + 6 * HOUR))
-  t.equal(p.stats().ringDepth - s0.ringDepth <= full, true)
   while (p.stats().spooledRows - s0.spooledRows < full && p.stats().inserted - s0.inserted < full) await new Promise((resolve) => setTimeout(resolve, 10))
   t.equal(p.stats().ringDepth, 0, 'nothing left in the ring')
   await p.flush()

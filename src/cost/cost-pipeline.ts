@@ -43,7 +43,7 @@ export interface CostPipelineOptions {
   /**
    * A batch is cut (and spooled: durable) at most this long after its first
    * event was emitted (default 1000 ms), plus the spool write: the length of
-   * a flush period (see armDrain).
+   * a flush period (see startPeriod).
    */
   flushMs?: number
   /**
@@ -162,10 +162,9 @@ export class CostPipeline {
   private readonly counters: Counters
   private readonly log: (msg: string) => void
   private readonly requests = new Map<number, Pending>()
-  /** Ends the open flush period (see armDrain); armed by an emit while none is open. */
-  private drainTimer: NodeJS.Timeout | null = null
-  /** = flushMs: the length of a flush period (see armDrain). */
-  private readonly drainMs: number
+  /** Ends the open flush period (see startPeriod); armed by an emit while none is open. */
+  private periodTimer: NodeJS.Timeout | null = null
+  private readonly flushMs: number
   private readonly dataDir: string | null
   private readyResolve: () => void = () => {}
   private readyReject: (e: unknown) => void = () => {}
@@ -181,9 +180,9 @@ export class CostPipeline {
   private lastDropWarn = 0
   private dropsSinceWarn = 0
 
-  private constructor (private readonly worker: Worker, spoolDir: string, dataDir: string | null, ringCapacity: number, nodeId: string, counters: SharedArrayBuffer, log: (msg: string) => void, drainMs: number) {
+  private constructor (private readonly worker: Worker, spoolDir: string, dataDir: string | null, ringCapacity: number, nodeId: string, counters: SharedArrayBuffer, log: (msg: string) => void, flushMs: number) {
     this.spoolDir = spoolDir
-    this.drainMs = drainMs
+    this.flushMs = flushMs
     this.dataDir = dataDir
     this.nodeId = nodeId
     this.log = log
@@ -208,13 +207,13 @@ export class CostPipeline {
   // count by arithmetic, not measured). Only while events
   // flow: an idle process gets no wake-ups from the ring. One Timeout per
   // period, not per event.
-  private armDrain (): void {
+  private startPeriod (): void {
     const timer = setTimeout(() => {
-      this.drainTimer = null
+      this.periodTimer = null
       if (!this.ring.flushPage(true)) this.worker.postMessage({ t: 'cut' } satisfies ToSink)
-    }, this.drainMs)
+    }, this.flushMs)
     timer.unref()
-    this.drainTimer = timer
+    this.periodTimer = timer
   }
 
   /**
@@ -286,7 +285,7 @@ export class CostPipeline {
       if (this.closed) { this.droppedClosed++; this.noteDrop(); return }
       if (this.ring.push(e, this.nodeId)) {
         this.emitted++
-        if (this.drainTimer === null) this.armDrain()
+        if (this.periodTimer === null) this.startPeriod()
         return
       }
       this.droppedRing++
@@ -368,7 +367,7 @@ export class CostPipeline {
   close (opts: { timeoutMs?: number } = {}): Promise<void> {
     if (this.closing !== null) return this.closing
     this.closed = true
-    if (this.drainTimer !== null) { clearTimeout(this.drainTimer); this.drainTimer = null }
+    if (this.periodTimer !== null) { clearTimeout(this.periodTimer); this.periodTimer = null }
     this.closing = (async () => {
       if (!this.alive) { this.release(); return }
       this.ring.flushPage()

@@ -189,14 +189,14 @@ export class Spool {
   /** After a group's insert was acknowledged: members first, made durable, then the manifest (see the header). */
   async removeGroup (g: SpoolGroup, members: readonly SpoolEntry[]): Promise<void> {
     for (const e of members) await this.remove(e)
-    await this.syncDir()
+    this.syncDir()
     await this.dropGroup(g)
   }
 
   /** Forgets a manifest (its members stay, to be inserted one by one). */
   async dropGroup (g: SpoolGroup): Promise<void> {
     unlinkIfThere(g.path)
-    await this.syncDir()
+    this.syncDir()
   }
 
   /** Writes the chunks, in order, as one batch file (writev: the chunks are not joined in memory). */
@@ -226,7 +226,7 @@ export class Spool {
         closeSync(fd)
       }
       renameSync(tmp, path)
-      await this.syncDir()
+      this.syncDir()
     } catch (err) {
       try { unlinkSync(tmp) } catch {}
       throw new CostError('FW_ERR_COST_SPOOL_IO', this.dir, errorText(err))
@@ -250,7 +250,7 @@ export class Spool {
     await rm(join(this.dir, LOCK), { force: true })
   }
 
-  private async syncDir (): Promise<void> {
+  private syncDir (): void {
     const fd = openSync(this.dir, 'r')
     try { fsyncSync(fd) } finally { closeSync(fd) }
   }
