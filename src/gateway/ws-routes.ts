@@ -31,7 +31,7 @@ import type { TenantEntry, TenantRegistry } from '../control-plane/registry.js'
 import { FairwayError, fwError } from '../errors.js'
 import { sendError, type Exchange } from './http-reply.js'
 import type { InferenceService } from './inference-service.js'
-import { decodeMsgpack, encodeMsgpack, parseInferRequest } from './oip-codec.js'
+import { decodeMsgpack, encodeJsonResponse, encodeMsgpack, msgpackResponse, parseInferRequest } from './oip-codec.js'
 
 export const MAX_INFLIGHT = 256
 export const SOFT_BACKPRESSURE = 256 * 1024
@@ -87,10 +87,9 @@ export function registerWebSocket (app: TemplatedApp, registry: TenantRegistry, 
     flushingConn.length = 0
   }
 
-  const reply = (ws: WebSocket<Conn>, binary: boolean, value: Record<string, unknown>): void => {
+  const reply = (ws: WebSocket<Conn>, binary: boolean, data: string | Buffer): void => {
     const c = ws.getUserData()
     if (c.closed) return
-    const data = binary ? encodeMsgpack(value) : JSON.stringify(value)
     if (c.outbox.length === 0) {
       if (flushingConn.length === 0) queueMicrotask(flush)
       flushingWs.push(ws)
@@ -106,7 +105,7 @@ export function registerWebSocket (app: TemplatedApp, registry: TenantRegistry, 
     const body: Record<string, unknown> = { id, error: e.message, code: e.code, status: e.statusCode }
     if (e.reason !== null) body.reason = e.reason
     if (e.retryAfterMs !== null) body.retry_after_ms = e.retryAfterMs
-    reply(ws, binary, body)
+    reply(ws, binary, binary ? encodeMsgpack(body) : JSON.stringify(body))
   }
 
   const processMessage = (ws: WebSocket<Conn>, bytes: Buffer, binary: boolean, arrived: number): void => {
@@ -141,12 +140,8 @@ export function registerWebSocket (app: TemplatedApp, registry: TenantRegistry, 
         service.submit(route, SURFACE, request, null, arrived, (err, out) => {
           c.inflight--
           if (err !== null || out === null) { replyError(ws, binary, reqId, err); return }
-          reply(ws, binary, {
-            id: reqId,
-            model_name: route.model.id,
-            model_version: route.version.version,
-            outputs: [{ name: route.model.output.name, datatype: 'FP32', shape: [request.rows, route.model.output.shape[1] ?? 0], data: Array.from(out) }],
-          })
+          const v = route.version.version
+          reply(ws, binary, binary ? msgpackResponse(route.model, v, reqId, request.rows, out) : encodeJsonResponse(route.model, v, reqId, request.rows, out))
           if (!c.closed) resumeParked(ws)
         })
       } catch (e) {
