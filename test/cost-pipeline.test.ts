@@ -3,7 +3,7 @@
 // subtest on its own tenants and hours so they do not see each other's rows.
 
 import t from 'tap'
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { CostPipeline } from '../src/cost/cost-pipeline.js'
@@ -194,6 +194,14 @@ t.test('read-only queries: one reading statement, enforced by ClickHouse', async
   await t.rejects(p.query("SELECT * FROM file('/etc/hostname', 'LineAsString')", 'JSONEachRow', ro), { code: 'FW_ERR_COST_QUERY_NOT_READONLY' })
   await t.rejects(p.query("SELECT * FROM (SELECT * FROM file('/etc/hostname', 'LineAsString') SETTINGS readonly = 0)", 'JSONEachRow', ro), { code: 'FW_ERR_COST_QUERY_NOT_READONLY' }, 'a subquery cannot lift readonly')
   await t.rejects(p.query('SELEC 1', 'JSONEachRow', ro), { code: 'FW_ERR_COST_QUERY_NOT_READONLY' })
+  // INTO OUTFILE runs client-side, where readonly = 1 does not reach: embedded chDB wrote the file.
+  const outfile = join(mkdtempSync(join(tmpdir(), 'fw-outfile-')), 'x.txt')
+  for (const q of [`SELECT 1 INTO OUTFILE '${outfile}'`, `select 1 into   outfile '${outfile}' TRUNCATE`, `SELECT 1 INTO OUTFILE '${outfile}' APPEND FORMAT CSV`]) {
+    await t.rejects(p.query(q, 'JSONEachRow', ro), { code: 'FW_ERR_COST_QUERY_NOT_READONLY' }, q)
+  }
+  t.notOk(existsSync(outfile), 'and no file was written')
+  await t.rejects(p.query('SELECT 1 FORMAT JSON', 'JSONEachRow', ro), { code: 'FW_ERR_COST_QUERY_NOT_READONLY' }, 'a FORMAT clause would override the asked format')
+  t.equal(await p.query("SELECT formatDateTime(toDateTime('2030-01-01 00:00:00', 'UTC'), '%Y') AS y", 'JSONEachRow', ro), '{"y":"2030"}\n', 'functions named format… are fine')
   t.equal(await p.query('SELECT 1 AS x SETTINGS max_threads = 1 -- comment', 'JSONEachRow', ro), '{"x":1}\n')
   t.equal(await p.query('SELECT {n:UInt8} + 1 AS x', 'CSVWithNames', { readonly: true, params: { n: 41 } }), '"x"\n42\n')
   t.equal(await p.query('SELECT 1 AS x, \'a\' AS y', 'TabSeparatedWithNames', ro), 'x\ty\n1\ta\n')
