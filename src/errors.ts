@@ -34,6 +34,7 @@ export const ERRORS = {
   FW_ERR_INFER_SHAPE: { status: 400, message: '%s' },
   FW_ERR_INFER_ELEMENT_COUNT: { status: 400, message: '%s' },
   FW_ERR_INFER_BATCH_TOO_LARGE: { status: 400, message: '%s' },
+  FW_ERR_INFER_OUTPUT_NOT_FINITE: { status: 422, message: 'model %s computed NaN or Infinity for this input' },
   // --- admission ---------------------------------------------------------------
   FW_ERR_ADMISSION_TENANT_RATE: { status: 429, message: 'tenant is over its rate limit of %s requests/s (burst %s)' },
   FW_ERR_ADMISSION_TENANT_CONCURRENCY: { status: 429, message: 'tenant is at its concurrency limit of %s in-flight requests' },

@@ -39,6 +39,11 @@ t.test('every answered request of a known tenant is one priced event', async (t)
   t.same(statuses, [200, 429, 429, 429, 429])
   // globex: a bad body after admission, and a served request over WebSocket.
   t.equal((await call(url, '/v2/models/tiny-classifier/infer', { key: KEYS.globex, raw: '{bad', headers: { 'content-type': 'application/json' } })).status, 400); sent.globex++
+  // Refused before admission, but the tenant is known: billed as bad requests too.
+  t.equal((await call(url, '/v2/models/tiny-classifier/infer', { key: KEYS.globex, raw: 'a=1', headers: { 'content-type': 'text/plain' } })).status, 415); sent.globex++
+  t.equal((await call(url, '/v2/models/tiny-classifier/infer', { key: KEYS.globex, body, headers: { 'x-request-timeout-ms': 'soon' } })).status, 400); sent.globex++
+  // A valid input the model overflows on ran, so it carries its compute.
+  t.equal((await call(url, '/v2/models/tiny-classifier/infer', { key: KEYS.acme, body: inferBody('input', 1, 64, new Array(64).fill(3e38)) })).status, 422); sent.acme++
   const ws = new WebSocket(url.replace('http', 'ws') + '/v2/ws', { headers: { authorization: `Bearer ${KEYS.globex}` } })
   await new Promise((resolve) => ws.once('open', resolve))
   const reply = new Promise<string>((resolve) => ws.once('message', (d: Buffer) => { resolve(d.toString()) }))
@@ -53,7 +58,8 @@ t.test('every answered request of a known tenant is one priced event', async (t)
   const counts = await rows('SELECT tenant_id, status, route, count() AS n, sum(rows) AS r FROM cost_events GROUP BY tenant_id, status, route ORDER BY tenant_id, status, route')
   t.same(counts.map((c) => [c.tenant_id, c.status, c.route, Number(c.n)]), [
     ['acme', 'ok', 'http:/v2/models/{m}/infer', 20],
-    ['globex', 'bad_request', 'http:/v2/models/{m}/infer', 1],
+    ['acme', 'output_not_finite', 'http:/v2/models/{m}/infer', 1],
+    ['globex', 'bad_request', 'http:/v2/models/{m}/infer', 3],
     ['globex', 'ok', 'ws:/v2/ws', 1],
     ['initech', 'ok', 'http:/v2/models/{m}/infer', 1],
     ['initech', 'tenant_rate', 'http:/v2/models/{m}/infer', 4],
@@ -68,8 +74,9 @@ t.test('every answered request of a known tenant is one priced event', async (t)
   for (const e of ev) {
     const want = p.perRequestUsd + e.compute_seconds * p.perComputeSecondUsd[e.model_class] * p.tierMultiplier[e.tier]
     if (Math.abs(e.usd - want) > 1e-11) t.fail(`event of ${e.tenant_id} priced ${e.usd}, table says ${want}`)
-    if (e.status !== 'ok' && e.compute_seconds !== 0) t.fail('a request that did not run has no compute')
-    if (e.status === 'ok' && !(e.compute_seconds > 0 && e.batch_rows >= e.rows)) t.fail('a served request has compute and a batch')
+    const ran = e.status === 'ok' || e.status === 'output_not_finite'
+    if (!ran && e.compute_seconds !== 0) t.fail('a request that did not run has no compute')
+    if (ran && !(e.compute_seconds > 0 && e.batch_rows >= e.rows)) t.fail('a request that ran has compute and a batch')
   }
   t.ok(ev.every((e) => e.price_version === p.version), 'events carry the price table version')
   t.ok(ev.filter((e) => e.tenant_id === 'acme').every((e) => e.cost_center === 'cc-acme' && e.region === 'eu-west-1'), 'billing tags from the registry')

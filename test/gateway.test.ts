@@ -104,6 +104,9 @@ t.test('bad input gets the right status and a stable code', async (t) => {
     ['too few elements', { key: KEYS.acme, body: { inputs: [{ name: 'input', datatype: 'FP32', shape: [2, 64], data: new Array(64).fill(1) }] } }, 400, 'FW_ERR_INFER_ELEMENT_COUNT'],
     ['too many elements', { key: KEYS.acme, body: { inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 64], data: new Array(65).fill(1) }] } }, 400, 'FW_ERR_INFER_ELEMENT_COUNT'],
     ['non-numeric element', { key: KEYS.acme, body: { inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 64], data: [...new Array(63).fill(1), 'x'] }] } }, 400, 'FW_ERR_INFER_INPUT_INVALID'],
+    ['element beyond float32 range', { key: KEYS.acme, body: { inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 64], data: [...new Array(63).fill(1), 1e39] }] } }, 400, 'FW_ERR_INFER_INPUT_INVALID'],
+    ['data nested 20,000 deep', { key: KEYS.acme, raw: `{"inputs":[{"name":"input","datatype":"FP32","shape":[1,64],"data":[${'1,'.repeat(63)}${'['.repeat(20_000)}1${']'.repeat(20_000)}]}]}`, headers: { 'content-type': 'application/json' } }, 400, 'FW_ERR_INFER_INPUT_INVALID'],
+    ['valid input the model overflows on', { key: KEYS.acme, body: inferBody('input', 1, 64, new Array(64).fill(3e38)) }, 422, 'FW_ERR_INFER_OUTPUT_NOT_FINITE'],
     ['too many rows', { key: KEYS.acme, body: inferBody('input', 33, 64, new Array(33 * 64).fill(0)) }, 400, 'FW_ERR_INFER_BATCH_TOO_LARGE'],
     ['bad timeout header', { key: KEYS.acme, body: good, headers: { 'x-request-timeout-ms': 'soon' } }, 400, 'FW_ERR_INFER_INPUT_INVALID'],
     ['unknown model', { key: KEYS.acme, body: good, path: '/v2/models/nope/infer' }, 404, 'FW_ERR_MODEL_NOT_FOUND'],
@@ -115,10 +118,13 @@ t.test('bad input gets the right status and a stable code', async (t) => {
     ['wrong key', { key: 'fw_not_a_key', body: good }, 401, 'FW_ERR_AUTH_INVALID'],
     ['metadata without key', { path: '/v2/models/tiny-classifier', method: 'GET' }, 401, 'FW_ERR_AUTH_MISSING'],
     ['unsupported content type', { key: KEYS.acme, raw: 'a=1', headers: { 'content-type': 'application/x-www-form-urlencoded' } }, 415, 'FW_ERR_BODY_MEDIA_TYPE'],
+    ['content type with a suffix', { key: KEYS.acme, raw: JSON.stringify(good), headers: { 'content-type': 'application/jsonx' } }, 415, 'FW_ERR_BODY_MEDIA_TYPE'],
     ['body over the size limit', { key: KEYS.acme, raw: 'x'.repeat(4 * 1024 * 1024 + 1), headers: { 'content-type': 'application/json' } }, 413, 'FW_ERR_BODY_TOO_LARGE'],
     ['unknown route', { path: '/v3/whatever', method: 'GET' }, 404, 'FW_ERR_ROUTE_NOT_FOUND'],
     ['wrong method', { path: '/v2/health/live', method: 'DELETE' }, 405, 'FW_ERR_METHOD_NOT_ALLOWED'],
     ['GET on infer', { key: KEYS.acme, path: path, method: 'GET' }, 405, 'FW_ERR_METHOD_NOT_ALLOWED'],
+    ['POST on metrics', { path: '/metrics', method: 'POST', raw: '' }, 405, 'FW_ERR_METHOD_NOT_ALLOWED'],
+    ['GET on the SQL endpoint', { path: '/v2/admin/sql', method: 'GET' }, 405, 'FW_ERR_METHOD_NOT_ALLOWED'],
   ]
   for (const [name, opts, status, code] of cases) {
     const res = await call(url, opts.path ?? path, opts)
@@ -126,6 +132,27 @@ t.test('bad input gets the right status and a stable code', async (t) => {
     t.equal(res.json?.code, code, `${name}: code ${code}`)
     t.equal(res.headers.get('x-fairway-error-code'), code, `${name}: code header`)
     t.type(res.json?.error, 'string', `${name}: OIP error body`)
+  }
+  // MessagePack requests get MessagePack error bodies.
+  const mp = new Packr({ useRecords: false })
+  const msgpackCases: Array<[string, Uint8Array, number, string]> = [
+    ['64-bit integers in shape', mp.pack({ inputs: [{ name: 'input', datatype: 'FP32', shape: [1n, 64n], data: new Array(64).fill(1) }] }), 400, 'FW_ERR_INFER_SHAPE'],
+    ['the never-used byte 0xc1', Buffer.from([0xc1]), 400, 'FW_ERR_BODY_MALFORMED'],
+    ['a Float32Array holding NaN', new Packr({ useRecords: false, moreTypes: true }).pack({ inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 64], data: new Float32Array(64).fill(Number.NaN) }] }), 400, 'FW_ERR_INFER_INPUT_INVALID'],
+  ]
+  for (const [name, body, status, code] of msgpackCases) {
+    const r = await fetch(url + path, { method: 'POST', headers: { authorization: `Bearer ${KEYS.acme}`, 'content-type': 'application/msgpack' }, body })
+    const e = mp.unpack(Buffer.from(await r.arrayBuffer())) as { code?: string, error?: unknown }
+    t.equal(r.status, status, `MessagePack, ${name}: status ${status}`)
+    t.equal(e.code, code, `MessagePack, ${name}: code ${code}`)
+    t.type(e.error, 'string', `MessagePack, ${name}: error message`)
+  }
+  // Media types are case-insensitive, parameters do not matter, and a body
+  // without any content type is read as JSON.
+  for (const type of ['Application/JSON', 'application/json; charset=utf-8', null]) {
+    const r = await fetch(url + path, { method: 'POST', headers: { authorization: `Bearer ${KEYS.acme}`, ...(type === null ? {} : { 'content-type': type }) }, body: type === null ? new TextEncoder().encode(JSON.stringify(good)) : JSON.stringify(good) })
+    t.equal(r.status, 200, `content-type ${String(type)} is JSON`)
+    await r.arrayBuffer()
   }
   // The server is still healthy and no admission slot leaked.
   const ok = await call(url, path, { key: KEYS.acme, body: good })

@@ -17,7 +17,8 @@ const model = { id: 'tiny-classifier', output: { name: 'probs', datatype: 'FP32'
 
 /**
  * A decoded request with each input's flat, all-finite-number data as a
- * Float32Array: the form both decoders' results take in parseInferRequest.
+ * Float32Array when every value is finite in float32: the form both
+ * decoders' results take in parseInferRequest.
  * (The fast decoder returns that form itself; msgpackr, and the fast decoder
  * when it hands over to msgpackr, return the numbers.)
  */
@@ -28,7 +29,7 @@ function normal (v: unknown): unknown {
       for (const inp of inputs) {
         if (inp === null || typeof inp !== 'object' || Array.isArray(inp)) continue
         const d = (inp as Record<string, unknown>).data
-        if (Array.isArray(d) && d.every((x) => typeof x === 'number' && Number.isFinite(x))) (inp as Record<string, unknown>).data = Float32Array.from(d as number[])
+        if (Array.isArray(d) && d.every((x) => typeof x === 'number' && Number.isFinite(Math.fround(x)))) (inp as Record<string, unknown>).data = Float32Array.from(d as number[])
       }
     }
   }
@@ -72,7 +73,7 @@ t.test('response encoder: decodes to what msgpackr packs from the response objec
 })
 
 function request (r: () => number, rows: number, dim: number): Record<string, unknown> {
-  const data = Array.from({ length: rows * dim }, (_, i) => i % 5 === 0 ? Math.round(r() * 300 - 150) : (r() - 0.5) * 10 ** Math.floor(r() * 80 - 40))
+  const data = Array.from({ length: rows * dim }, (_, i) => i % 5 === 0 ? Math.round(r() * 300 - 150) : (r() - 0.5) * 10 ** Math.floor(r() * 77 - 40))
   const body: Record<string, unknown> = { id: `req-${Math.floor(r() * 1e9)}`, model: 'tiny-classifier', inputs: [{ name: 'input', datatype: 'FP32', shape: [rows, dim], data }] }
   if (r() < 0.3) body.parameters = { timeout_ms: Math.floor(r() * 1000), flag: r() < 0.5, nothing: null }
   if (r() < 0.2) body.outputs = [{ name: 'probs' }]
@@ -96,7 +97,7 @@ t.test('request decoder: valid requests mean what msgpackr decodes, data as floa
   t.equal(fast, 600, 'and every one took the Float32Array path')
   // Data that is not a flat array of finite numbers stays a plain array, for
   // the validator to refuse with its usual message.
-  for (const data of [[1, Number.NaN], [[1, 2], [3, 4]], [1, 'x'], [Infinity]]) {
+  for (const data of [[1, Number.NaN], [[1, 2], [3, 4]], [1, 'x'], [Infinity], [1, 1e39]]) {
     const buf = ref.pack({ inputs: [{ name: 'input', data }] })
     t.ok(same(decodeMsgpack(buf), ref.unpack(buf)), `data ${JSON.stringify(data)} stays msgpackr's plain array`)
   }
@@ -133,4 +134,7 @@ t.test('request decoder: what it declines goes to msgpackr', async (t) => {
   t.same(decodeMsgpack(ref.pack({ id: 'é', data: new Uint8Array([1, 2]) })), ref.unpack(ref.pack({ id: 'é', data: new Uint8Array([1, 2]) })), 'UTF-8 strings and bin')
   t.throws(() => decodeMsgpack(Buffer.concat([ref.pack(1), ref.pack(2)])), 'trailing bytes are refused, as msgpackr refuses them')
   t.throws(() => decodeMsgpack(Buffer.from([0xdd, 0xff, 0xff, 0xff, 0xff])), 'an array longer than the message is refused without allocating it')
+  t.throws(() => decodeMsgpack(Buffer.from([0xc1])), 'the never-used byte is refused, not msgpackr\'s marker object')
+  const deep = Buffer.concat([Buffer.alloc(100, 0x91), Buffer.from([0x01])])
+  t.same(decodeMsgpack(deep), ref.unpack(deep), 'nesting past the fast decoder\'s depth goes to msgpackr')
 })

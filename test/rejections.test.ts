@@ -81,6 +81,8 @@ t.test('deadline_exceeded: a queued request whose budget ends is answered 504 an
   t.equal(late.json.code, 'FW_ERR_DEADLINE_EXCEEDED')
   t.equal(late.json.reason, 'deadline_exceeded')
   t.equal(late.headers.get('x-fairway-reject-reason'), 'deadline_exceeded')
+  t.ok(Number(late.json.retry_after_ms) >= 1, 'a retry hint in the body')
+  t.ok(Number(late.headers.get('retry-after')) >= 1, 'and Retry-After')
   const done = await Promise.all(busy)
   t.same(done.map((r) => r.status), [200, 200, 200, 200, 200, 200])
   t.equal(heavy.stats.expired, 1)

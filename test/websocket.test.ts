@@ -107,14 +107,16 @@ t.test('a connection holds at most 256 requests in flight; the rest are refused 
   const sampler = setInterval(() => { peak = Math.max(peak, own.server.admission.inflight(acme)) }, 1)
   const n = 600
   const replies = collect(ws, n, true)
-  const msg = packr.pack({ id: 'h', model: 'heavy-encoder', inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 128], data: Array.from(sampleInput(128, 1, 5)) }] })
-  for (let i = 0; i < n; i++) ws.send(msg)
+  const data = Array.from(sampleInput(128, 1, 5))
+  for (let i = 0; i < n; i++) ws.send(packr.pack({ id: `m${i}`, model: 'heavy-encoder', inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 128], data }] }))
   const got = await replies
   clearInterval(sampler)
-  const refusedCount = got.filter((r) => r.code === 'FW_ERR_WS_TOO_MANY_INFLIGHT').length
+  const refused = got.filter((r) => r.code === 'FW_ERR_WS_TOO_MANY_INFLIGHT')
+  const refusedCount = refused.length
   const served = got.filter((r) => r.outputs !== undefined).length
   t.equal(served + refusedCount, n, 'every message answered: served or refused')
   t.ok(refusedCount > 0, `${refusedCount} refused with FW_ERR_WS_TOO_MANY_INFLIGHT`)
+  t.equal(new Set(got.map((r) => r.id)).size, n, 'each refusal carries its own message\'s id: every id answered once')
   t.ok(peak <= 256, `in flight peaked at ${peak} (cap 256)`)
   t.equal(own.server.admission.inflight(acme), 0, 'in flight back to 0')
 })

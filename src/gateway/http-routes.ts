@@ -102,26 +102,30 @@ export function registerRoutes (app: TemplatedApp, deps: GatewayDeps): void {
     const headerTimeout = req.getHeader('x-request-timeout-ms')
     const modelId = req.getParameter(0) ?? ''
     const version = withVersion ? req.getParameter(1) ?? '' : null
-    let isMsgpack = false
-    if (contentType === '' || contentType.startsWith(JSON_TYPE)) isMsgpack = false
-    else if (contentType.startsWith(MSGPACK_TYPE) || contentType.startsWith('application/x-msgpack')) isMsgpack = true
-    else {
-      sendError(ex, fwError('FW_ERR_BODY_MEDIA_TYPE', contentType), true)
-      return
-    }
+    const media = mediaType(contentType)
+    const isMsgpack = media === MSGPACK_TYPE
     if (isMsgpack) ex.msgpack = true
     if (state.draining) {
       sendError(ex, fwError('FW_ERR_SERVER_DRAINING'), true)
       return
     }
     let route: Route
-    let clientTimeout: number | null
     try {
       route = registry.resolve(registry.authenticate(auth), modelId, version)
-      clientTimeout = parseClientTimeout(headerTimeout)
     } catch (err) {
       // The body is not read; close so the rest of it cannot be taken for a request.
       sendError(ex, err, true)
+      return
+    }
+    // The tenant is known from here: every answer below is a cost event.
+    let clientTimeout: number | null
+    try {
+      if (media === null) throw fwError('FW_ERR_BODY_MEDIA_TYPE', contentType)
+      clientTimeout = parseClientTimeout(headerTimeout)
+    } catch (err) {
+      const e = asFairwayError(err)
+      service.cost?.record(route, SURFACE, arrived, 0, 'bad_request', e.statusCode, null)
+      sendError(ex, e, true)
       return
     }
     // Admission before the body: a refusal costs no buffering or parsing,
@@ -165,6 +169,22 @@ export function registerRoutes (app: TemplatedApp, deps: GatewayDeps): void {
     })
   }
 
+  /**
+   * The body's media type, case-insensitive and without parameters
+   * (`charset=…`); none at all is read as JSON. Null: neither JSON nor
+   * MessagePack. The exact lower-case names are checked first, so the usual
+   * request allocates nothing here.
+   */
+  function mediaType (header: string): typeof JSON_TYPE | typeof MSGPACK_TYPE | null {
+    if (header === JSON_TYPE || header === '') return JSON_TYPE
+    if (header === MSGPACK_TYPE) return MSGPACK_TYPE
+    const semi = header.indexOf(';')
+    const type = (semi < 0 ? header : header.slice(0, semi)).trim().toLowerCase()
+    if (type === JSON_TYPE) return JSON_TYPE
+    if (type === MSGPACK_TYPE || type === 'application/x-msgpack') return MSGPACK_TYPE
+    return null
+  }
+
   function decodeInfer (body: Buffer, isMsgpack: boolean, route: Route): InferRequest {
     let decoded: unknown
     try {
@@ -182,7 +202,7 @@ export function registerRoutes (app: TemplatedApp, deps: GatewayDeps): void {
     const ex = exchange(res, req)
     const method = req.getMethod().toUpperCase()
     const url = req.getUrl()
-    const known = /^\/v2(\/health\/(live|ready)|\/models\/[^/]+(\/versions\/[^/]+)?(\/ready|\/infer)?)?$/.test(url)
+    const known = /^\/v2(\/health\/(live|ready)|\/models\/[^/]+(\/versions\/[^/]+)?(\/ready|\/infer)?|\/admin\/sql)?$|^\/metrics$/.test(url)
     sendError(ex, known ? fwError('FW_ERR_METHOD_NOT_ALLOWED', method) : fwError('FW_ERR_ROUTE_NOT_FOUND', `${method} ${url}`))
   })
 }

@@ -94,8 +94,17 @@ export class InferenceService {
           cost?.record(route, surface, arrived, request.rows, e.reason ?? 'error', e.statusCode, null)
           cb(e, null)
         } else {
+          const out = output.subarray(offsetRows * outDim, (offsetRows + request.rows) * outDim)
+          if (!allFinite(out)) {
+            // It ran (billed as such), but no encoding fairway speaks carries
+            // NaN in JSON; one answer for every encoding keeps them alike.
+            const e = fwError('FW_ERR_INFER_OUTPUT_NOT_FINITE', route.model.id)
+            cost?.record(route, surface, arrived, request.rows, 'output_not_finite', e.statusCode, batch)
+            cb(e, null)
+            return
+          }
           cost?.record(route, surface, arrived, request.rows, 'ok', 200, batch)
-          cb(null, output.subarray(offsetRows * outDim, (offsetRows + request.rows) * outDim))
+          cb(null, out)
         }
       },
     }
@@ -128,4 +137,12 @@ export function parseClientTimeout (value: string): number | null {
   const n = Number(value)
   if (!Number.isFinite(n) || n <= 0) throw fwError('FW_ERR_INFER_INPUT_INVALID', 'x-request-timeout-ms must be a positive number')
   return n
+}
+
+function allFinite (a: Float32Array): boolean {
+  for (let i = 0; i < a.length; i++) {
+    const v = a[i] as number
+    if (v - v !== 0) return false
+  }
+  return true
 }

@@ -2,7 +2,7 @@
 // encoding, for JSON and MessagePack bodies of the same shape. Validation
 // errors name the field and carry a stable FW_ERR code.
 
-import { Packr } from 'msgpackr'
+import { C1, Packr } from 'msgpackr'
 import type { ModelConfig } from '../control-plane/config-types.js'
 import { fwError } from '../errors.js'
 
@@ -29,12 +29,12 @@ export function parseInferRequest (body: unknown, model: ModelConfig): InferRequ
   if (inputs.length !== 1) throw fwError('FW_ERR_INFER_INPUT_INVALID', `model ${model.id} takes exactly one input, "${model.input.name}"; got ${inputs.length}`)
   const inp: unknown = inputs[0]
   if (!isObj(inp)) throw fwError('FW_ERR_INFER_INPUT_INVALID', 'inputs[0] must be an object')
-  if (inp.name !== model.input.name) throw fwError('FW_ERR_INFER_INPUT_INVALID', `inputs[0].name must be "${model.input.name}", got ${JSON.stringify(inp.name)}`)
-  if (inp.datatype !== model.input.datatype) throw fwError('FW_ERR_INFER_DATATYPE', `inputs[0].datatype must be "${model.input.datatype}", got ${JSON.stringify(inp.datatype)}`)
+  if (inp.name !== model.input.name) throw fwError('FW_ERR_INFER_INPUT_INVALID', `inputs[0].name must be "${model.input.name}", got ${describe(inp.name)}`)
+  if (inp.datatype !== model.input.datatype) throw fwError('FW_ERR_INFER_DATATYPE', `inputs[0].datatype must be "${model.input.datatype}", got ${describe(inp.datatype)}`)
   const dim = model.input.shape[1] ?? 0
   const shape = inp.shape
   if (!Array.isArray(shape) || shape.length !== 2 || !Number.isInteger(shape[0]) || (shape[0] as number) < 1 || shape[1] !== dim) {
-    throw fwError('FW_ERR_INFER_SHAPE', `inputs[0].shape must be [rows, ${dim}] with rows >= 1, got ${JSON.stringify(shape)}`)
+    throw fwError('FW_ERR_INFER_SHAPE', `inputs[0].shape must be [rows, ${dim}] with rows >= 1, got ${describe(shape)}`)
   }
   const rows = shape[0] as number
   if (rows > model.maxRowsPerRequest) throw fwError('FW_ERR_INFER_BATCH_TOO_LARGE', `inputs[0] has ${rows} rows; model ${model.id} takes at most ${model.maxRowsPerRequest} per request`)
@@ -60,32 +60,59 @@ export function parseInferRequest (body: unknown, model: ModelConfig): InferRequ
   return { id, rows, data, timeoutMs }
 }
 
-/** Accepts flat or nested (row-major) number arrays, or a Float32Array from msgpackr. */
+/** A value for an error message: JSON where JSON can say it (a BigInt cannot), never a throw. */
+function describe (v: unknown): string {
+  try {
+    return JSON.stringify(v, (_k, x: unknown) => typeof x === 'bigint' ? `${x}n` : x) ?? String(v)
+  } catch {
+    return Object.prototype.toString.call(v)
+  }
+}
+
+/** Rows nest at most this deep in `data` (a [rows, N] tensor needs 2). */
+const MAX_DATA_DEPTH = 32
+
+const NOT_FINITE = 'inputs[0].data must hold finite FP32 numbers (NaN, Infinity and magnitudes beyond 3.4e38 are not)'
+
+/**
+ * Accepts flat or nested (row-major) number arrays, or a Float32Array (the
+ * gateway's MessagePack decoder's, or msgpackr's typed-array extension with
+ * `moreTypes`). Every value must be finite once rounded to float32.
+ */
 function toFloat32 (data: unknown, expected: number): Float32Array {
   if (data instanceof Float32Array) {
     if (data.length !== expected) throw fwError('FW_ERR_INFER_ELEMENT_COUNT', `inputs[0].data has ${data.length} elements; shape needs ${expected}`)
+    for (let i = 0; i < data.length; i++) {
+      const v = data[i] as number
+      if (v - v !== 0) throw fwError('FW_ERR_INFER_INPUT_INVALID', NOT_FINITE)
+    }
     // msgpackr may hand out a view over the message buffer, which uWS
     // reclaims after the callback: keep our own copy.
     return data.slice()
   }
   if (!Array.isArray(data)) throw fwError('FW_ERR_INFER_INPUT_INVALID', 'inputs[0].data must be an array of numbers')
   const out = new Float32Array(expected)
-  const n = fill(data, out, 0, expected)
+  const n = fill(data, out, 0, expected, 1)
   if (n !== expected) throw fwError('FW_ERR_INFER_ELEMENT_COUNT', `inputs[0].data has ${n} elements; shape needs ${expected}`)
   return out
 }
 
-// Returns the element count seen; writes only while within `out`.
-function fill (arr: readonly unknown[], out: Float32Array, start: number, expected: number): number {
+// Returns the element count seen; writes only while within `out`. Depth is
+// bounded so that a body of 20,000 nested brackets is a 400, not a stack
+// overflow.
+function fill (arr: readonly unknown[], out: Float32Array, start: number, expected: number, depth: number): number {
+  if (depth > MAX_DATA_DEPTH) throw fwError('FW_ERR_INFER_INPUT_INVALID', `inputs[0].data nests deeper than ${MAX_DATA_DEPTH} levels`)
   let n = start
   for (let i = 0; i < arr.length; i++) {
     const v = arr[i]
     if (typeof v === 'number') {
-      if (!Number.isFinite(v)) throw fwError('FW_ERR_INFER_INPUT_INVALID', 'inputs[0].data must hold finite numbers')
-      if (n < expected) out[n] = v
+      // Finite as a double is not enough: 1e39 rounds to Infinity in float32.
+      const f = Math.fround(v)
+      if (f - f !== 0) throw fwError('FW_ERR_INFER_INPUT_INVALID', NOT_FINITE)
+      if (n < expected) out[n] = f
       n++
     } else if (Array.isArray(v)) {
-      n = fill(v, out, n, expected)
+      n = fill(v, out, n, expected, depth + 1)
     } else {
       throw fwError('FW_ERR_INFER_INPUT_INVALID', `inputs[0].data must hold numbers, found ${v === null ? 'null' : typeof v}`)
     }
@@ -123,7 +150,11 @@ export function encodeMsgpack (value: unknown): Buffer {
  */
 export function decodeMsgpack (buf: Buffer): unknown {
   const v = fastDecode(buf)
-  return v === FALLBACK ? packr.unpack(buf) : v
+  if (v !== FALLBACK) return v
+  const w: unknown = packr.unpack(buf)
+  // msgpackr answers the never-used byte 0xc1 with a marker object, not an error.
+  if (w === C1) throw new Error('MessagePack 0xc1 is not a value')
+  return w
 }
 
 /** Returned (never thrown: a throw deoptimises the caller) when the fast decoder declines. */
@@ -141,9 +172,14 @@ const SCRATCH = new Uint8Array(8)
 const SCRATCH_F64 = new Float64Array(SCRATCH.buffer)
 const SCRATCH_F32 = new Float32Array(SCRATCH.buffer, 0, 1)
 
+/** Maps and arrays open around the cursor; deeper than MAX_DEPTH goes to msgpackr. */
+let depth = 0
+const MAX_DEPTH = 64
+
 function fastDecode (buf: Buffer): Decoded | typeof FALLBACK {
   src = buf
   pos = 0
+  depth = 0
   const v = readValue(1)
   const ok = v !== FALLBACK && pos === buf.length
   src = EMPTY // do not keep the request alive
@@ -240,7 +276,8 @@ function readStr (len: number): string | typeof FALLBACK {
 function readMap (n: number, ctx: 0 | 1 | 2): Decoded | typeof FALLBACK {
   // Each entry takes at least two bytes: a longer claim is malformed (and
   // must not run a loop of that length).
-  if (n * 2 > src.length - pos) return FALLBACK
+  if (n * 2 > src.length - pos || depth >= MAX_DEPTH) return FALLBACK
+  depth++
   const o: Record<string, unknown> = {}
   for (let i = 0; i < n; i++) {
     const k = readValue(0)
@@ -252,13 +289,15 @@ function readMap (n: number, ctx: 0 | 1 | 2): Decoded | typeof FALLBACK {
     if (v === FALLBACK) return FALLBACK
     o[k] = v
   }
+  depth--
   return o
 }
 
 function readArray (n: number, ctx: 0 | 1 | 2): Decoded | typeof FALLBACK {
   // Each element takes at least one byte: a longer claim is malformed (and
   // must not allocate an array of that length).
-  if (n > src.length - pos) return FALLBACK
+  if (n > src.length - pos || depth >= MAX_DEPTH) return FALLBACK
+  depth++
   const a: unknown[] = new Array(n)
   // Inside "inputs" each element is an input map; elsewhere plain values.
   const inner = ctx === 2 ? 2 : 0
@@ -267,6 +306,7 @@ function readArray (n: number, ctx: 0 | 1 | 2): Decoded | typeof FALLBACK {
     if (v === FALLBACK) return FALLBACK
     a[i] = v
   }
+  depth--
   return a
 }
 
@@ -323,8 +363,9 @@ function readData (): Decoded | typeof FALLBACK {
       pos = start
       return readValue(0)
     }
-    if (v - v !== 0) { pos = start; return readValue(0) } // NaN or ±Infinity
     out[i] = v
+    // NaN, ±Infinity, or a double beyond float32's range: the plain array, for the validator to refuse.
+    if ((out[i] as number) - (out[i] as number) !== 0) { pos = start; return readValue(0) }
   }
   pos = p
   return out

@@ -27,7 +27,7 @@
 
 import { performance } from 'node:perf_hooks'
 import type { TemplatedApp, WebSocket } from '@trufflesuite/uws-js-unofficial'
-import type { TenantEntry, TenantRegistry } from '../control-plane/registry.js'
+import type { Route, TenantEntry, TenantRegistry } from '../control-plane/registry.js'
 import { FairwayError, fwError } from '../errors.js'
 import { sendError, type Exchange } from './http-reply.js'
 import type { InferenceService } from './inference-service.js'
@@ -154,6 +154,29 @@ export function registerWebSocket (app: TemplatedApp, registry: TenantRegistry, 
     }
   }
 
+  // A message over the in-flight limit is still read, for its id (so the
+  // client can match the refusal to its request) and its model (so the
+  // refusal is a cost event like any other answered request). What cannot
+  // be read is refused with id null, as documented.
+  const refuseBusy = (ws: WebSocket<Conn>, bytes: Buffer, binary: boolean, arrived: number): void => {
+    const c = ws.getUserData()
+    const err = fwError('FW_ERR_WS_TOO_MANY_INFLIGHT', MAX_INFLIGHT)
+    let id: string | null = null
+    let route: Route | null = null
+    try {
+      const msg: unknown = binary ? decodeMsgpack(bytes) : JSON.parse(bytes.toString('utf8'))
+      if (msg !== null && typeof msg === 'object' && !Array.isArray(msg)) {
+        const m = msg as Record<string, unknown>
+        if (typeof m.id === 'string' && m.id !== '') id = m.id
+        if (typeof m.model === 'string') route = registry.resolve(c.tenant, m.model, typeof m.version === 'string' ? m.version : null)
+      }
+    } catch {
+      // unreadable, or a model the tenant cannot use: refused all the same
+    }
+    if (route !== null) service.cost?.record(route, SURFACE, arrived, 0, 'too_many_inflight', err.statusCode, null)
+    replyError(ws, binary, id, err)
+  }
+
   const resumeParked = (ws: WebSocket<Conn>): void => {
     const c = ws.getUserData()
     while (c.parked.length > 0 && ws.getBufferedAmount() + c.outboxBytes < SOFT_BACKPRESSURE) {
@@ -190,7 +213,7 @@ export function registerWebSocket (app: TemplatedApp, registry: TenantRegistry, 
       const arrived = performance.now()
       const c = ws.getUserData()
       if (c.inflight >= MAX_INFLIGHT) {
-        replyError(ws, isBinary, null, fwError('FW_ERR_WS_TOO_MANY_INFLIGHT', MAX_INFLIGHT))
+        refuseBusy(ws, Buffer.from(message), isBinary, arrived)
         return
       }
       if (ws.getBufferedAmount() >= SOFT_BACKPRESSURE) {

@@ -318,8 +318,11 @@ export class ClassScheduler {
     this.leave(job, this.units.get(job.route.unitKey) as UnitState)
     this.stats.expired++
     this.admission.countReject(job.flow, Reject.DeadlineExceeded)
-    const err = fwError('FW_ERR_DEADLINE_EXCEEDED', Math.round(job.deadline - job.enqueuedAt))
+    const budget = job.deadline - job.enqueuedAt
+    const err = fwError('FW_ERR_DEADLINE_EXCEEDED', budget >= 10 ? Math.round(budget) : Number(budget.toPrecision(2)))
     err.reason = 'deadline_exceeded'
+    // The same hint as a class refusal: when the work queued now should be done.
+    err.retryAfterMs = Math.max(1, Math.round(this.estimatedDrainMs()))
     job.done(err, null, 0, null)
   }
 
