@@ -96,8 +96,8 @@ export class InferenceService {
         } else {
           const out = output.subarray(offsetRows * outDim, (offsetRows + request.rows) * outDim)
           if (!allFinite(out)) {
-            // It ran (billed as such), but no encoding fairway speaks carries
-            // NaN in JSON; one answer for every encoding keeps them alike.
+            // It ran (and is billed as such), but JSON cannot carry NaN or
+            // Infinity; MessagePack answers the same, so encodings agree.
             const e = fwError('FW_ERR_INFER_OUTPUT_NOT_FINITE', route.model.id)
             cost?.record(route, surface, arrived, request.rows, 'output_not_finite', e.statusCode, batch)
             cb(e, null)
