@@ -9,7 +9,7 @@
 import t from 'tap'
 import { Packr } from 'msgpackr'
 import type { ModelConfig } from '../src/control-plane/config-types.js'
-import { decodeMsgpack, msgpackResponse } from '../src/gateway/oip-codec.js'
+import { decodeMsgpack, msgpackResponse, peekMessageHead } from '../src/gateway/oip-codec.js'
 import { mulberry32 } from '../scripts/model-specs.js'
 
 const ref = new Packr({ useRecords: false, useFloat32: 1 })
@@ -137,4 +137,29 @@ t.test('request decoder: what it declines goes to msgpackr', async (t) => {
   t.throws(() => decodeMsgpack(Buffer.from([0xc1])), 'the never-used byte is refused, not msgpackr\'s marker object')
   const deep = Buffer.concat([Buffer.alloc(100, 0x91), Buffer.from([0x01])])
   t.same(decodeMsgpack(deep), ref.unpack(deep), 'nesting past the fast decoder\'s depth goes to msgpackr')
+})
+
+t.test('message head: the id, model and version msgpackr reads, without decoding the rest', async (t) => {
+  const r = mulberry32(31)
+  const str = (v: unknown): string | null => typeof v === 'string' ? v : null
+  let bad = ''
+  let peeked = 0
+  for (let i = 0; i < 3000 && bad === ''; i++) {
+    const body = request(r, 1 + Math.floor(r() * 3), 8)
+    if (r() < 0.3) body.version = String(Math.floor(r() * 9))
+    if (r() < 0.2) body.extra = { bin: new Uint8Array(Math.floor(r() * 300)), big: 2n ** 60n, list: [1, 'a', null, [true]] }
+    let b = Buffer.from(ref.pack(body))
+    if (i % 2 === 1) b[Math.floor(r() * b.length)] = Math.floor(r() * 256) // every other one mutated
+    const head = peekMessageHead(b)
+    const want = outcome(() => ref.unpack(b) as unknown)
+    if (i % 2 === 0 && head === null) { bad = `case ${i}: a valid message has no head`; break }
+    if (head === null || !want.ok || want.v === null || typeof want.v !== 'object' || Array.isArray(want.v)) continue
+    peeked++
+    const m = want.v as Record<string, unknown>
+    if (head.id !== str(m.id) || head.model !== str(m.model) || head.version !== str(m.version)) bad = `case ${i}: ${JSON.stringify(head)} against ${JSON.stringify([m.id, m.model, m.version])}`
+  }
+  t.equal(bad, '', 'every head read agrees with msgpackr')
+  t.ok(peeked > 1500, `${peeked} heads compared`)
+  t.equal(peekMessageHead(Buffer.from([0x92, 0x01, 0x02])), null, 'not a map: no head')
+  t.equal(peekMessageHead(Buffer.from(ref.pack({ id: 'x', inputs: [1, 2, 3] })).subarray(0, 8)), null, 'cut short: no head')
 })

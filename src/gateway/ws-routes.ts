@@ -31,7 +31,7 @@ import type { Route, TenantEntry, TenantRegistry } from '../control-plane/regist
 import { FairwayError, fwError } from '../errors.js'
 import { sendError, type Exchange } from './http-reply.js'
 import type { InferenceService } from './inference-service.js'
-import { decodeMsgpack, encodeJsonResponse, encodeMsgpack, msgpackResponse, parseInferRequest } from './oip-codec.js'
+import { decodeMsgpack, encodeJsonResponse, encodeMsgpack, msgpackResponse, parseInferRequest, peekMessageHead, type MessageHead } from './oip-codec.js'
 
 export const MAX_INFLIGHT = 256
 export const SOFT_BACKPRESSURE = 256 * 1024
@@ -154,21 +154,30 @@ export function registerWebSocket (app: TemplatedApp, registry: TenantRegistry, 
     }
   }
 
-  // A message over the in-flight limit is still read, for its id (so the
+  // A message over the in-flight limit is still read for its id (so the
   // client can match the refusal to its request) and its model (so the
-  // refusal is a cost event like any other answered request). What cannot
-  // be read is refused with id null, as documented.
+  // refusal is a cost event like any other answered request); MessagePack
+  // only that far (peekMessageHead). What cannot be read is refused with id
+  // null, as documented.
   const refuseBusy = (ws: WebSocket<Conn>, bytes: Buffer, binary: boolean, arrived: number): void => {
     const c = ws.getUserData()
     const err = fwError('FW_ERR_WS_TOO_MANY_INFLIGHT', MAX_INFLIGHT)
     let id: string | null = null
     let route: Route | null = null
     try {
-      const msg: unknown = binary ? decodeMsgpack(bytes) : JSON.parse(bytes.toString('utf8'))
-      if (msg !== null && typeof msg === 'object' && !Array.isArray(msg)) {
-        const m = msg as Record<string, unknown>
-        if (typeof m.id === 'string' && m.id !== '') id = m.id
-        if (typeof m.model === 'string') route = registry.resolve(c.tenant, m.model, typeof m.version === 'string' ? m.version : null)
+      let head: MessageHead | null = null
+      if (binary) {
+        head = peekMessageHead(bytes)
+      } else {
+        const msg: unknown = JSON.parse(bytes.toString('utf8'))
+        if (msg !== null && typeof msg === 'object' && !Array.isArray(msg)) {
+          const m = msg as Record<string, unknown>
+          head = { id: typeof m.id === 'string' ? m.id : null, model: typeof m.model === 'string' ? m.model : null, version: typeof m.version === 'string' ? m.version : null }
+        }
+      }
+      if (head !== null) {
+        if (head.id !== '') id = head.id
+        if (head.model !== null) route = registry.resolve(c.tenant, head.model, head.version)
       }
     } catch {
       // unreadable, or a model the tenant cannot use: refused all the same
