@@ -55,6 +55,14 @@ export const ERRORS = {
 
 export type ErrorCode = keyof typeof ERRORS
 
+/** `%s` placeholders filled in order (a missing argument is empty). */
+function format (message: string, args: ReadonlyArray<string | number>): string {
+  const parts = message.split('%s')
+  let out = parts[0] as string
+  for (let i = 1; i < parts.length; i++) out += String(args[i - 1] ?? '') + (parts[i] as string)
+  return out
+}
+
 /** An error with a stable code; the gateway turns it into an OIP error body. */
 export class FairwayError extends Error {
   readonly code: ErrorCode
@@ -68,8 +76,14 @@ export class FairwayError extends Error {
 
   constructor (code: ErrorCode, args: ReadonlyArray<string | number> = [], details?: unknown) {
     const spec: ErrorSpec = ERRORS[code]
-    let i = 0
-    super(spec.message.replace(/%s/g, () => String(args[i++] ?? '')))
+    // No stack frames: a coded error is an answer to a client (a refusal, at
+    // thousands a second under an aggressor), not a bug report. V8's stack
+    // capture and a regex replace made one cost ~5.5 µs here (measured).
+    // Unexpected errors keep their own stacks (sendError logs those).
+    const limit = Error.stackTraceLimit
+    Error.stackTraceLimit = 0
+    super(format(spec.message, args))
+    Error.stackTraceLimit = limit
     this.name = 'FairwayError'
     this.code = code
     this.statusCode = spec.status
