@@ -22,6 +22,7 @@ import { CapacityReporter } from './telemetry/capacity-reporter.js'
 import { CostRecorder } from './gateway/cost-recorder.js'
 import { CostPipeline } from './cost/index.js'
 import { BackgroundNice } from './runtime/background-nice.js'
+import { fwError } from './errors.js'
 
 export interface StartOptions {
   readonly config: PlatformConfig
@@ -129,15 +130,20 @@ export async function startServer (opts: StartOptions): Promise<RunningServer> {
   registerRoutes(app, { registry, service, state, version: VERSION })
   const host = opts.host ?? opts.config.server.host
   const wantPort = opts.port ?? opts.config.server.port
+  // Exclusive: without it uWS sets SO_REUSEPORT, and a second fairway on the
+  // same port "succeeds" and takes half the connections, with admission,
+  // metrics and cost of its own (a review saw it). uWS's types lack the
+  // (host, port, options, cb) form its addon takes.
+  type ListenWithOptions = (host: string, port: number, options: number, cb: (s: us_listen_socket | false) => void) => unknown
   const listenSocket = await new Promise<us_listen_socket | false>((resolve) => {
-    app.listen(host, wantPort, (s) => { resolve(s) })
+    (app.listen as unknown as ListenWithOptions).call(app, host, wantPort, 1 /* ListenOptions.LIBUS_LISTEN_EXCLUSIVE_PORT */, (s) => { resolve(s) })
   })
   if (listenSocket === false) {
     background?.stop()
     await capacity?.stop()
     await cost?.close()
     await Promise.all(pools.map((p) => p.close()))
-    throw new Error(`fairway: cannot listen on ${host}:${wantPort} (address in use or not permitted)`)
+    throw fwError('FW_ERR_SERVER_LISTEN', `${host}:${wantPort}`)
   }
   const port = uws.us_socket_local_port(listenSocket)
   state.ready = true

@@ -56,6 +56,13 @@ t.test('each bad field is named with the reason', async (t) => {
     ['tenant batch wait not a number', (r) => { r.tenants.acme.limits.maxBatchWaitUs = '500' }, '$.tenants.acme.limits.maxBatchWaitUs', /must be a number/],
     ['tenant batch wait negative', (r) => { r.tenants.acme.limits.maxBatchWaitUs = -5 }, '$.tenants.acme.limits.maxBatchWaitUs', />= 0/],
     ['tenant batch wait too long', (r) => { r.tenants.acme.limits.maxBatchWaitUs = 100001 }, '$.tenants.acme.limits.maxBatchWaitUs', /<= 100000/],
+    ['a tenant key that is also an admin token', (r) => { r.admin.tokens = [...r.admin.tokens, r.tenants.acme.apiKeys[0]] }, '$.tenants.acme.apiKeys[0]', /admin\.tokens/],
+    ['model pinned to a dedicated class', (r) => { r.models.ranker.serviceClass = 'dedicated-wayne' }, '$.models.ranker.serviceClass', /dedicated/],
+    ['queue depth past the counters', (r) => { r.tenants.acme.limits.queueDepth = 1e12 }, '$.tenants.acme.limits.queueDepth', /<= 1000000/],
+    ['a rate too small to count', (r) => { r.tenants.acme.limits.ratePerSecond = 0.0004 }, '$.tenants.acme.limits.ratePerSecond', /at least 0\.001/],
+    ['a burst past the counters', (r) => { r.tenants.acme.limits.ratePerSecond = 0.5; r.tenants.acme.limits.burst = 1000 }, '$.tenants.acme.limits.burst', /s of credit/],
+    ['a section set to null', (r) => { r.server = null }, '$.server', /object/],
+    ['a version given as a number', (r) => { r.tenants.acme.models.ranker = 1 }, '$.tenants.acme.models.ranker', /a string: "1"/],
   ]
   for (const [name, mutate, path, why] of cases) {
     const p = problems(mutate)
@@ -94,6 +101,21 @@ t.test('cost.insertMs: 30 s embedded (queries insert what is pending first), 3 s
   t.equal(cost({ backend: 'http', url: 'http://127.0.0.1:8123' }), 3_000, 'server default')
   t.equal(cost({ insertMs: 500 }), 500)
   t.equal(cost({ insertMs: -1 }), undefined, 'a negative value is refused')
+})
+
+t.test('a key twice in one object is a problem, not a silent overwrite', async (t) => {
+  const dir = t.testdir({})
+  const raw = demoRaw()
+  raw.modelRepository = join(ROOT, 'models')
+  // Two "acme" tenants: JSON.parse would keep the second and drop the first.
+  const text = JSON.stringify(raw).replace('"tenants":{', `"tenants":{"acme":${JSON.stringify(raw.tenants.acme)},`)
+  const file = join(dir, 'dup.json')
+  writeFileSync(file, text)
+  const res = checkConfigFile(file)
+  t.notOk(res.ok)
+  t.same(res.ok ? [] : res.problems.map((p) => p.path), ['$.tenants.acme'])
+  writeFileSync(file, JSON.stringify(raw))
+  t.ok(checkConfigFile(file).ok, 'the same config without the repeat is fine')
 })
 
 t.test('all problems are reported at once', async (t) => {

@@ -90,19 +90,30 @@ async function start (args: string[]): Promise<number> {
   console.log(`fairway ${VERSION} listening on http://${server.host}:${server.port}`)
   console.log(`  config ${file}: ${config.tenants.size} tenants, ${config.models.size} models; pools ${classes.join(' ')}`)
   await new Promise<void>((resolve) => {
+    // `on`, not `once`: a second signal while draining must not fall through
+    // to Node's default (exit at once), which cut in-flight requests and lost
+    // the cost events of answered ones. SIGKILL remains the way to force it.
+    let draining = false
     const stop = (sig: string): void => {
+      if (draining) {
+        console.log(`fairway: ${sig}: already draining (drainTimeoutMs ${config.server.drainTimeoutMs}); send SIGKILL to stop at once`)
+        return
+      }
+      draining = true
       console.log(`fairway: ${sig}: draining in-flight requests`)
       server.close().then(resolve, (err: unknown) => { console.error(err); resolve() })
     }
-    process.once('SIGINT', () => { stop('SIGINT') })
-    process.once('SIGTERM', () => { stop('SIGTERM') })
+    process.on('SIGINT', () => { stop('SIGINT') })
+    process.on('SIGTERM', () => { stop('SIGTERM') })
   })
   console.log('fairway: stopped')
   return 0
 }
 
 main(process.argv.slice(2)).then((code) => { process.exit(code) }, (err: unknown) => {
-  if (err instanceof FairwayError) console.error(`fairway: ${err.code}: ${err.message}`)
+  // Any coded error (FairwayError, CostError) prints its code.
+  const code = (err as { code?: unknown } | null)?.code
+  if (err instanceof FairwayError || (typeof code === 'string' && code.startsWith('FW_ERR_'))) console.error(`fairway: ${String(code)}: ${(err as Error).message}`)
   else console.error(`fairway: ${err instanceof Error ? err.message : String(err)}`)
   process.exit(1)
 })

@@ -6,6 +6,7 @@ import { existsSync, readFileSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import { FairwayError } from '../errors.js'
 import type { PlatformConfig } from './config-types.js'
+import { duplicateKeys } from './duplicate-keys.js'
 import { validateConfig, type ConfigProblem } from './validate-config.js'
 
 export type LoadResult =
@@ -26,7 +27,10 @@ export function checkConfigFile (file: string): LoadResult {
   } catch (err) {
     return { ok: false, problems: [{ path: '$', message: `not valid JSON: ${(err as Error).message}` }] }
   }
-  return checkConfig(raw, dirname(path), path)
+  const dups = duplicateKeys(text)
+  const res = checkConfig(raw, dirname(path), path)
+  if (dups.length === 0) return res
+  return { ok: false, problems: [...dups, ...(res.ok ? [] : res.problems)] }
 }
 
 /** Validates an in-memory config (tests build configs this way). */

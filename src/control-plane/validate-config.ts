@@ -102,7 +102,7 @@ export function validateConfig (raw: unknown, opts: ValidateOptions): ValidateRe
   if (root === null) return { ok: false, problems: c.problems }
   c.unknownKeys(root, '$', ['$schema', 'description', 'server', 'admin', 'modelRepository', 'serviceClasses', 'models', 'tenants', 'pricing', 'cost'])
 
-  const s = c.object(root.server ?? {}, '$.server') ?? {}
+  const s = c.object(root.server === undefined ? {} : root.server, '$.server') ?? {}
   c.unknownKeys(s, '$.server', ['host', 'port', 'maxBodyBytes', 'drainTimeoutMs', 'cpus', 'backgroundNice'])
   let gatewayCpus: number[] = []
   if (s.cpus !== undefined) {
@@ -118,7 +118,7 @@ export function validateConfig (raw: unknown, opts: ValidateOptions): ValidateRe
     backgroundNice: c.number(s, 'backgroundNice', '$.server', { min: 0, max: 19, int: true, dflt: 10 }),
   }
 
-  const ad = c.object(root.admin ?? {}, '$.admin') ?? {}
+  const ad = c.object(root.admin === undefined ? {} : root.admin, '$.admin') ?? {}
   c.unknownKeys(ad, '$.admin', ['tokens'])
   const admin = { tokenHashes: keyHashes(c, ad.tokens ?? [], '$.admin.tokens', true) }
 
@@ -193,6 +193,10 @@ export function validateConfig (raw: unknown, opts: ValidateOptions): ValidateRe
     if (serviceClass !== null && serviceClass !== '' && !serviceClasses.has(serviceClass)) {
       c.fail(`${p}.serviceClass`, `names no service class (have: ${[...serviceClasses.keys()].join(', ')})`)
     }
+    // Every tenant's requests for the model would run in that one tenant's own pool.
+    if (serviceClass !== null && serviceClasses.get(serviceClass)?.dedicated === true) {
+      c.fail(`${p}.serviceClass`, `class ${serviceClass} is dedicated to one tenant; a model cannot be pinned to it`)
+    }
     const versions = new Map<string, ModelVersionConfig>()
     const vRaw = c.object(o.versions, `${p}.versions`) ?? {}
     if (Object.keys(vRaw).length === 0) c.fail(`${p}.versions`, 'must list at least one version')
@@ -242,6 +246,8 @@ export function validateConfig (raw: unknown, opts: ValidateOptions): ValidateRe
     keys.forEach((h, i) => {
       const other = seenKeys.get(h)
       if (other !== undefined) c.fail(`${p}.apiKeys[${i}]`, `the same key is also given to tenant ${other}`)
+      // A tenant key that is also an admin token would let that tenant read every tenant's numbers.
+      if (admin.tokenHashes.includes(h)) c.fail(`${p}.apiKeys[${i}]`, 'is also listed in $.admin.tokens: an operator token must never be a tenant key')
       seenKeys.set(h, id)
     })
     const queueClass = c.string(o, 'queueClass', p)
@@ -255,7 +261,8 @@ export function validateConfig (raw: unknown, opts: ValidateOptions): ValidateRe
       const model = models.get(mid)
       if (model === undefined) { c.fail(`${p}.models.${mid}`, 'names no model in $.models'); continue }
       if (ver !== 'default' && (typeof ver !== 'string' || !model.versions.has(ver))) {
-        c.fail(`${p}.models.${mid}`, `must be "default" or a version of ${mid} (have: ${[...model.versions.keys()].join(', ')})`)
+        const quoted = typeof ver === 'number' && model.versions.has(String(ver)) ? ` (a string: "${ver}")` : ''
+        c.fail(`${p}.models.${mid}`, `must be "default" or a version of ${mid}${quoted} (have: ${[...model.versions.keys()].map((k) => `"${k}"`).join(', ')})`)
         continue
       }
       tm.set(mid, ver === 'default' ? model.defaultVersion : ver)
@@ -273,9 +280,9 @@ export function validateConfig (raw: unknown, opts: ValidateOptions): ValidateRe
       queueClass,
       limits: {
         concurrency: c.number(l, 'concurrency', lp, { min: 1, max: 1_000_000, int: true }),
-        ratePerSecond: c.number(l, 'ratePerSecond', lp, { min: 0 }),
-        burst: c.number(l, 'burst', lp, { min: 1, int: true }),
-        queueDepth: c.number(l, 'queueDepth', lp, { min: 1, int: true }),
+        ratePerSecond: c.number(l, 'ratePerSecond', lp, { min: 0, max: 1_000_000 }),
+        burst: c.number(l, 'burst', lp, { min: 1, max: 1_000_000, int: true }),
+        queueDepth: c.number(l, 'queueDepth', lp, { min: 1, max: 1_000_000, int: true }),
         timeoutMs: c.number(l, 'timeoutMs', lp, { min: 1, max: 600_000, int: true }),
         maxBatchWaitUs: l.maxBatchWaitUs === undefined ? null : c.number(l, 'maxBatchWaitUs', lp, { min: 0, max: MAX_BATCH_WAIT_US, int: true }),
       },
@@ -284,6 +291,14 @@ export function validateConfig (raw: unknown, opts: ValidateOptions): ValidateRe
       rolloutEligible: c.boolean(o, 'rolloutEligible', p, false),
       settings,
     })
+    // The admission table keeps the GCRA interval (1/rate) and the burst
+    // credit ((burst - 1) / rate) as Int32 microseconds, the credit capped at
+    // 2^30 µs: a rate or burst past those would be silently wrong, not refused.
+    const lim = tenants.get(id)?.limits
+    if (lim !== undefined && lim.ratePerSecond > 0) {
+      if (lim.ratePerSecond < 0.001) c.fail(`${lp}.ratePerSecond`, 'must be 0 (no limit) or at least 0.001 requests/s')
+      else if ((lim.burst - 1) * 1e6 / lim.ratePerSecond > 2 ** 30) c.fail(`${lp}.burst`, `allows more than ${Math.floor(2 ** 30 / 1e6)} s of credit at ${lim.ratePerSecond} requests/s (burst / ratePerSecond); lower burst or raise the rate`)
+    }
   }
   if (tenants.size === 0) c.fail('$.tenants', 'must define at least one tenant')
 
@@ -293,7 +308,7 @@ export function validateConfig (raw: unknown, opts: ValidateOptions): ValidateRe
     const gaps = checkPriceCoverage(priced.table, [...models.values()].map((m) => m.modelClass), [...tenants.values()].map((t) => t.tier), '$.pricing')
     for (const g of gaps) c.fail(g.path, g.message)
   }
-  const cost = costConfig(c, root.cost ?? {}, opts.baseDir)
+  const cost = costConfig(c, root.cost === undefined ? {} : root.cost, opts.baseDir)
 
   if (c.problems.length > 0 || priced.table === null) return { ok: false, problems: c.problems }
   return { ok: true, config: { source: opts.source, server, admin, serviceClasses, models, tenants, pricing: priced.table, cost } }
