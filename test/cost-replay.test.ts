@@ -5,7 +5,7 @@
 // logged, never silent) and one-owner rules.
 
 import t from 'tap'
-import { cpSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
+import { cpSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { runCostReplay, runSql, type CliIO } from '../src/cli/cost-commands.js'
@@ -97,6 +97,14 @@ t.test('fairway sql: formats, params, read-only by default, usage errors', async
   t.match(none.stderr, /no cost store/)
   t.equal(await runSql([], io()), 2)
   t.equal(await runCostReplay(['--data-dir', DATA], io()), 2, '--spool is required')
+  // A mistyped directory is an error, not an empty store or an empty replay.
+  const typo = io()
+  t.equal(await runSql(['SELECT count() FROM cost_events', '--data-dir', DATA + '-typo'], typo), 2)
+  t.match(typo.stderr, /no such directory/)
+  t.notOk(existsSync(DATA + '-typo'), 'and no store was created there')
+  const noSpool = io()
+  t.equal(await runCostReplay(['--spool', DATA + '-no-spool', '--data-dir', DATA], noSpool), 2)
+  t.match(noSpool.stderr, /no such directory/)
   const both = io()
   t.equal(await runSql(['SELECT 1', '--data-dir', DATA, '--url', UNREACHABLE], both), 2)
   const down = io()

@@ -119,6 +119,13 @@ t.test('SIGTERM drains in-flight requests, flushes their cost events, closes the
     child.on('exit', (c) => { reject(new Error(`exited ${c}: ${out}`)) })
   })
   const url = `http://127.0.0.1:${port}`
+  // A second server on the same port is refused, not let in beside it
+  // (uWS's default SO_REUSEPORT would split the connections between them).
+  const second = { ...demoRaw(), modelRepository: join(ROOT, 'models'), cost: { enabled: false } }
+  writeFileSync(join(dir, 'second.json'), JSON.stringify(second))
+  const clash = spawnSync(process.execPath, [join(ROOT, 'bin', 'fairway.js'), 'start', '--config', join(dir, 'second.json'), '--port', String(port)], { encoding: 'utf8', timeout: 60_000 })
+  t.equal(clash.status, 1, 'a second server on the port exits 1')
+  t.match(clash.stderr, /FW_ERR_SERVER_LISTEN/)
   const body = inferBody('input', 8, 128, sampleInput(128, 8, 1))
   // 32 full batches (under acme's concurrency 64 and heavy's maxQueued 64):
   // with 12, all were once answered before the /metrics poll saw them admitted.
@@ -139,11 +146,15 @@ t.test('SIGTERM drains in-flight requests, flushes their cost events, closes the
   const exited = new Promise<number | null>((resolve) => child.on('exit', (c) => { resolve(c) }))
   const answeredBefore = answered
   child.kill('SIGTERM')
+  // An impatient second signal must not cut the drain short. (Sent at once:
+  // the drain has dozens of batches to finish, the signal must land in it.)
+  child.kill('SIGINT')
   t.ok(answeredBefore < N, `premise: ${N - answeredBefore} request(s) still in flight at SIGTERM`)
   const replies = await Promise.all(inflight)
   t.same(replies.map((r) => r.status), Array(N).fill(200), 'every in-flight request finished')
   t.equal(await exited, 0, 'exit code 0')
   t.match(out, /draining[\s\S]*stopped/)
+  t.match(out, /already draining/, 'the second signal was noted, not obeyed')
   await t.rejects(fetch(`${url}/v2/health/live`), 'listen socket closed')
   // The store is free once the server has exited: every event is in it.
   const sql = spawnSync(process.execPath, [join(ROOT, 'bin', 'fairway.js'), 'sql', "SELECT count() AS n FROM cost_events WHERE status = 'ok'", '--format', 'csv', '--data-dir', join(dir, 'chdb')], { encoding: 'utf8', timeout: 60_000 })

@@ -4,6 +4,7 @@
 // directory (libchdb locks it); against a running server use --url, or the
 // server's own query path.
 
+import { existsSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { ClickHouseBackend, type CostBackendConfig, type QueryFormat } from '../cost/clickhouse-backend.js'
 import { CostError, errorText } from '../cost/cost-error.js'
@@ -98,6 +99,9 @@ export async function runSql (argv: string[], io: CliIO = STDIO): Promise<number
       params[p.slice(0, eq)] = p.slice(eq + 1)
     }
     const cfg = backendFrom(values)
+    // Read-only on a directory that is not there: a typo, not an empty store
+    // (opening it would create one and answer 0 for every cost).
+    if (cfg.kind === 'embedded' && values.write !== true && !existsSync(cfg.dataDir)) throw new UsageError(`--data-dir ${cfg.dataDir}: no such directory (use --write to create a store there)`)
     backend = ClickHouseBackend.open(cfg)
     // A fresh embedded directory gets the schema, so its tables can be queried
     // at once; a server's schema is the pipeline's business (and the CLI user
@@ -127,6 +131,8 @@ export async function runCostReplay (argv: string[], io: CliIO = STDIO): Promise
     const timeoutMs = Number(values.timeout) * 1000
     if (!(timeoutMs > 0)) throw new UsageError('--timeout must be a number of seconds > 0')
     const cfg = backendFrom(values)
+    // A mistyped path to a dead node's spool must not look like a replay of nothing.
+    if (!existsSync(values.spool)) throw new UsageError(`--spool ${values.spool}: no such directory`)
     const batches = await listSpool(values.spool)
     if (batches.length === 0) {
       io.out(`${values.spool}: no spooled batches\n`)

@@ -94,7 +94,7 @@ export function readonlySql (canonical: string): string {
   // refused wherever the words appear, string literals included: a
   // misjudgement is a refusal, never a write.
   if (/\bINTO\s+OUTFILE\b/i.test(canonical)) throw new CostError('FW_ERR_COST_QUERY_NOT_READONLY', 'INTO OUTFILE is not allowed in a read-only query')
-  if (/\bFORMAT\s+[A-Za-z]/.test(canonical)) throw new CostError('FW_ERR_COST_QUERY_NOT_READONLY', 'a FORMAT clause is not allowed: ask for the format instead (Accept header, --format)')
+  if (!/^INSERT\b/i.test(canonical) && /\bFORMAT\s+[A-Za-z]/.test(canonical)) throw new CostError('FW_ERR_COST_QUERY_NOT_READONLY', 'a FORMAT clause is not allowed: ask for the format instead (Accept header, --format)')
   const trailing = /\sSETTINGS\s[^()'`"]*$/.test(canonical)
   const clauses = canonical.match(/\bSETTINGS\b/g)?.length ?? 0
   if (clauses > (trailing ? 1 : 0) || /\b(readonly|profile)\b/i.test(canonical)) {
