@@ -23,6 +23,7 @@ import { CostRecorder } from './gateway/cost-recorder.js'
 import { CostPipeline } from './cost/index.js'
 import { BackgroundNice } from './runtime/background-nice.js'
 import { fwError } from './errors.js'
+import { configError } from './control-plane/load-config.js'
 
 export interface StartOptions {
   readonly config: PlatformConfig
@@ -64,7 +65,21 @@ export async function startServer (opts: StartOptions): Promise<RunningServer> {
 
   const affinity = loadAffinity()
   if (affinity === null) warn(`fairway: CPU pinning disabled, workers run unpinned: ${affinityLoadError() ?? 'addon not loaded'}`)
-  else if (opts.config.server.cpus.length > 0) affinity.setThreadAffinity(opts.config.server.cpus)
+  else {
+    // CPU sets are checked against the CPUs this process may use here (the
+    // config may come from a bigger machine): a missing CPU is a config
+    // problem naming its class, not a worker failing with EINVAL.
+    const allowed = new Set(affinity.getThreadAffinity())
+    const problems: Array<{ path: string, message: string }> = []
+    const check = (path: string, cpus: readonly number[]): void => {
+      const missing = cpus.filter((c) => !allowed.has(c))
+      if (missing.length > 0) problems.push({ path, message: `CPU ${missing.join(', ')} is not available to this process (it may use ${[...allowed].sort((a, b) => a - b).join(', ')})` })
+    }
+    check('$.server.cpus', opts.config.server.cpus)
+    for (const sc of opts.config.serviceClasses.values()) check(`$.serviceClasses.${sc.id}.cpus`, sc.cpus)
+    if (problems.length > 0) throw configError(opts.config.source ?? 'the platform config', problems)
+    if (opts.config.server.cpus.length > 0) affinity.setThreadAffinity(opts.config.server.cpus)
+  }
 
   const pools: BatchPool[] = []
   const schedulers = new Map<string, ClassScheduler>()

@@ -140,6 +140,15 @@ t.test('fairway config check prints the problems and exits 1; start refuses', as
   const start = spawnSync(process.execPath, [cli, 'start', '--config', file, '--port', '0'], { encoding: 'utf8', timeout: 20_000 })
   t.equal(start.status, 1, 'server refuses to start')
   t.match(start.stderr, /FW_ERR_CONFIG_INVALID[\s\S]*\$\.tenants\.acme\.tier/)
+  // A CPU this machine does not have: refused at start, naming the class.
+  const far = demoRaw()
+  far.modelRepository = join(ROOT, 'models')
+  far.cost = { enabled: false }
+  far.serviceClasses.shared.cpus = [1000]
+  writeFileSync(join(dir, 'far.json'), JSON.stringify(far))
+  const farStart = spawnSync(process.execPath, [cli, 'start', '--config', join(dir, 'far.json'), '--port', '0'], { encoding: 'utf8', timeout: 20_000 })
+  t.equal(farStart.status, 1, 'a class on a CPU this process cannot use does not start')
+  t.match(farStart.stderr, /FW_ERR_CONFIG_INVALID[\s\S]*\$\.serviceClasses\.shared\.cpus: CPU 1000 is not available/)
   writeFileSync(join(dir, 'broken.json'), '{ not json')
   const broken = spawnSync(process.execPath, [cli, 'config', 'check', join(dir, 'broken.json')], { encoding: 'utf8' })
   t.equal(broken.status, 1)
