@@ -479,8 +479,8 @@ export function msgpackResponse (model: ModelConfig, version: string, id: string
   const idBytes = id === undefined ? 0 : Buffer.byteLength(id)
   const cols = model.output.shape[1] ?? 0
   const n = out.length
-  const size = 1 + head.modelPart.length + (id === undefined ? 0 : 3 + strHeaderSize(idBytes) + idBytes) + head.outputPart.length +
-    1 + uintSize(rows) + uintSize(cols) + 5 + arrayHeaderSize(n) + 5 * n
+  const size = 1 + head.modelPart.length + (id === undefined ? 0 : 3 + headerSize(STR, idBytes) + idBytes) + head.outputPart.length +
+    1 + headerSize(UINT, rows) + headerSize(UINT, cols) + 5 + headerSize(ARRAY, n) + 5 * n
   const buf = Buffer.allocUnsafe(size)
   let o = 0
   buf[o++] = id === undefined ? 0x83 : 0x84 // fixmap of 3 or 4 entries
@@ -489,17 +489,17 @@ export function msgpackResponse (model: ModelConfig, version: string, id: string
   if (id !== undefined) {
     buf.set(ID_KEY, o)
     o += ID_KEY.length
-    o = writeStrHeader(buf, o, idBytes)
+    o = writeHeader(buf, o, STR, idBytes)
     o += buf.write(id, o, 'utf8')
   }
   buf.set(head.outputPart, o)
   o += head.outputPart.length
   buf[o++] = 0x92 // shape: fixarray of 2
-  o = writeUint(buf, o, rows)
-  o = writeUint(buf, o, cols)
+  o = writeHeader(buf, o, UINT, rows)
+  o = writeHeader(buf, o, UINT, cols)
   buf.set(DATA_KEY, o)
   o += DATA_KEY.length
-  o = writeArrayHeader(buf, o, n)
+  o = writeHeader(buf, o, ARRAY, n)
   // Big-endian float32s: the value's bytes through a one-float scratch view
   // (x86 and arm64 are little-endian), cheaper than Buffer.writeFloatBE.
   for (let i = 0; i < n; i++) {
@@ -542,6 +542,16 @@ function responseHead (model: ModelConfig, version: string): ResponseHead {
   return h
 }
 
+/**
+ * A MessagePack length or unsigned-integer header: the one-byte fix form
+ * below `fixMax` (`fixTag | v`), else the tag of the 8-, 16- or 32-bit form
+ * and the value big-endian (`tag8` -1: the type has no 8-bit form).
+ */
+interface HeaderForm { readonly fixMax: number, readonly fixTag: number, readonly tag8: number, readonly tag16: number, readonly tag32: number }
+const STR: HeaderForm = { fixMax: 32, fixTag: 0xa0, tag8: 0xd9, tag16: 0xda, tag32: 0xdb }
+const UINT: HeaderForm = { fixMax: 0x80, fixTag: 0, tag8: 0xcc, tag16: 0xcd, tag32: 0xce }
+const ARRAY: HeaderForm = { fixMax: 16, fixTag: 0x90, tag8: -1, tag16: 0xdc, tag32: 0xdd }
+
 const F32 = new Float32Array(1)
 const F32_BYTES = new Uint8Array(F32.buffer)
 const ID_KEY = str('id')
@@ -549,46 +559,21 @@ const DATA_KEY = str('data')
 
 function str (s: string): Buffer {
   const bytes = Buffer.byteLength(s)
-  const b = Buffer.allocUnsafe(strHeaderSize(bytes) + bytes)
-  b.write(s, writeStrHeader(b, 0, bytes), 'utf8')
+  const b = Buffer.allocUnsafe(headerSize(STR, bytes) + bytes)
+  b.write(s, writeHeader(b, 0, STR, bytes), 'utf8')
   return b
 }
 
-function strHeaderSize (bytes: number): number {
-  return bytes < 32 ? 1 : bytes < 0x100 ? 2 : bytes < 0x10000 ? 3 : 5
+function headerSize (f: HeaderForm, v: number): number {
+  return v < f.fixMax ? 1 : f.tag8 >= 0 && v < 0x100 ? 2 : v < 0x10000 ? 3 : 5
 }
 
-function writeStrHeader (b: Buffer, o: number, bytes: number): number {
-  if (bytes < 32) { b[o] = 0xa0 | bytes; return o + 1 }
-  if (bytes < 0x100) { b[o] = 0xd9; b[o + 1] = bytes; return o + 2 }
-  if (bytes < 0x10000) { b[o] = 0xda; b.writeUInt16BE(bytes, o + 1); return o + 3 }
-  b[o] = 0xdb
-  b.writeUInt32BE(bytes, o + 1)
-  return o + 5
-}
-
-function uintSize (v: number): number {
-  return v < 0x80 ? 1 : v < 0x100 ? 2 : v < 0x10000 ? 3 : 5
-}
-
-function writeUint (b: Buffer, o: number, v: number): number {
-  if (v < 0x80) { b[o] = v; return o + 1 }
-  if (v < 0x100) { b[o] = 0xcc; b[o + 1] = v; return o + 2 }
-  if (v < 0x10000) { b[o] = 0xcd; b.writeUInt16BE(v, o + 1); return o + 3 }
-  b[o] = 0xce
+function writeHeader (b: Buffer, o: number, f: HeaderForm, v: number): number {
+  if (v < f.fixMax) { b[o] = f.fixTag | v; return o + 1 }
+  if (f.tag8 >= 0 && v < 0x100) { b[o] = f.tag8; b[o + 1] = v; return o + 2 }
+  if (v < 0x10000) { b[o] = f.tag16; b.writeUInt16BE(v, o + 1); return o + 3 }
+  b[o] = f.tag32
   b.writeUInt32BE(v, o + 1)
-  return o + 5
-}
-
-function arrayHeaderSize (n: number): number {
-  return n < 16 ? 1 : n < 0x10000 ? 3 : 5
-}
-
-function writeArrayHeader (b: Buffer, o: number, n: number): number {
-  if (n < 16) { b[o] = 0x90 | n; return o + 1 }
-  if (n < 0x10000) { b[o] = 0xdc; b.writeUInt16BE(n, o + 1); return o + 3 }
-  b[o] = 0xdd
-  b.writeUInt32BE(n, o + 1)
   return o + 5
 }
 
