@@ -81,9 +81,10 @@ export class FairwayError extends Error {
     // thousands a second under an aggressor), not a bug report. V8's stack
     // capture and a regex replace made one cost ~5.5 µs here (measured).
     // Unexpected errors keep their own stacks (sendError logs those).
+    const message = format(spec.message, args) // before the limit changes: nothing may throw in between
     const limit = Error.stackTraceLimit
     Error.stackTraceLimit = 0
-    super(format(spec.message, args))
+    super(message)
     Error.stackTraceLimit = limit
     this.name = 'FairwayError'
     this.code = code
