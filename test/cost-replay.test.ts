@@ -49,7 +49,7 @@ t.test('unreachable HTTP server: events stay in the spool, then replay into embe
   const batches = s.spooledBatches
   t.ok(batches >= 5, `${batches} batches (batches hold whole ring pages, so a partial page can add one)`)
   await t.rejects(p.flush({ timeoutMs: 200 }), { code: 'FW_ERR_COST_TIMEOUT' }, 'flush cannot complete without the server')
-  await t.rejects(p.query('SELECT 1'), { code: 'FW_ERR_COST_QUERY_FAILED' })
+  await t.rejects(p.query('SELECT 1'), { code: 'FW_ERR_COST_BACKEND_UNAVAILABLE' }, 'a query to nowhere: the store is away')
   t.match(logs.join('\n'), /cannot create the cost schema: .*ECONNREFUSED.*safe in the spool/)
   await p.close({ timeoutMs: 200 })
   t.match(logs.at(-1), new RegExp(`closing with ${batches} batches \\(5000 events\\) still in .*fairway cost replay --spool`))
@@ -109,7 +109,7 @@ t.test('fairway sql: formats, params, read-only by default, usage errors', async
   t.equal(await runSql(['SELECT 1', '--data-dir', DATA, '--url', UNREACHABLE], both), 2)
   const down = io()
   t.equal(await runSql(['SELECT 1', '--url', UNREACHABLE], down), 1)
-  t.match(down.stderr, /FW_ERR_COST_QUERY_FAILED.*ECONNREFUSED/)
+  t.match(down.stderr, /FW_ERR_COST_BACKEND_UNAVAILABLE.*ECONNREFUSED/, 'nothing listening is the store being away, not a bad query')
 })
 
 t.test('a full ring drops, counts and says so; it never blocks or throws', async (t) => {

@@ -103,6 +103,14 @@ export function readonlySql (canonical: string): string {
   return trailing ? `${canonical}, readonly = 1` : `${canonical} SETTINGS readonly = 1`
 }
 
+const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE', 'EAI_AGAIN'])
+
+/** A connection failure (no server answered), as opposed to ClickHouse refusing the query. */
+function unreachable (err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code
+  return typeof code === 'string' && NETWORK_CODES.has(code)
+}
+
 async function * concatFiles (paths: readonly string[]): AsyncGenerator<Buffer> {
   for (const p of paths) for await (const chunk of createReadStream(p)) yield chunk as Buffer
 }
@@ -284,7 +292,7 @@ export class ClickHouseBackend {
       } catch (err) {
         // 164 READONLY: the statement would write.
         if (opts.readonly === true && (err as { code?: unknown }).code === '164') throw new CostError('FW_ERR_COST_QUERY_NOT_READONLY', errorText(err).trim())
-        throw new CostError('FW_ERR_COST_QUERY_FAILED', errorText(err).trim())
+        throw new CostError(unreachable(err) ? 'FW_ERR_COST_BACKEND_UNAVAILABLE' : 'FW_ERR_COST_QUERY_FAILED', errorText(err).trim())
       }
     })
   }
@@ -307,8 +315,9 @@ export class ClickHouseBackend {
       if (typeof q !== 'string' || q === '') throw new Error('empty statement')
       return q
     } catch (err) {
-      // A ClickHouse error (it has a type) is about the SQL; anything else is the store.
-      const kind = typeof (err as { type?: unknown }).type === 'string' ? 'FW_ERR_COST_QUERY_NOT_READONLY' : 'FW_ERR_COST_QUERY_FAILED'
+      // A ClickHouse error (it has a type) is about the SQL; a connection
+      // failure is the store being away; anything else failed the query.
+      const kind = typeof (err as { type?: unknown }).type === 'string' ? 'FW_ERR_COST_QUERY_NOT_READONLY' : unreachable(err) ? 'FW_ERR_COST_BACKEND_UNAVAILABLE' : 'FW_ERR_COST_QUERY_FAILED'
       throw new CostError(kind, errorText(err).trim())
     }
   }
