@@ -245,6 +245,10 @@ t.test('readonlySql appends readonly=1 to the statement or its SETTINGS list', a
   t.throws(() => readonlySql('WITH x AS (SELECT 1 SETTINGS readonly = 0) SELECT * FROM x'), { code: 'FW_ERR_COST_QUERY_NOT_READONLY' })
   t.throws(() => readonlySql('SELECT 1 SETTINGS readonly = 0'), { code: 'FW_ERR_COST_QUERY_NOT_READONLY' })
   t.throws(() => readonlySql("SELECT 1 SETTINGS profile = 'default'"), { code: 'FW_ERR_COST_QUERY_NOT_READONLY' })
+  t.throws(() => readonlySql('SET max_threads = 1'), { code: 'FW_ERR_COST_QUERY_NOT_READONLY', message: /one SELECT/ }, 'only reading statements')
+  t.throws(() => readonlySql('INSERT INTO t FORMAT Values (1)'), { code: 'FW_ERR_COST_QUERY_NOT_READONLY', message: /one SELECT/ })
+  t.equal(readonlySql('(SELECT 1) UNION ALL (SELECT 2)'), '(SELECT 1) UNION ALL (SELECT 2) SETTINGS readonly = 1')
+  t.equal(readonlySql('SHOW TABLES'), 'SHOW TABLES SETTINGS readonly = 1')
 })
 
 t.test('backoff doubles with equal jitter up to the cap', async (t) => {
