@@ -26,7 +26,7 @@ import { createChdbConnection } from 'chdb/connection'
 import { CostError, errorText } from './cost-error.js'
 import { FaultyConnection, type FaultOptions } from './fault-injector.js'
 import { MIGRATIONS, TABLE_COLUMNS, migrationsTable, quoteIdent, quoteLiteral, type MigrationStatement } from './schema.js'
-import { readSpoolColumns, type SpoolEntry } from './spool.js'
+import { readSpoolColumns, writable, type SpoolEntry } from './spool.js'
 
 export type CostBackendConfig =
   | { kind: 'embedded', dataDir: string }
@@ -166,7 +166,9 @@ export class ClickHouseBackend {
         conn = createChdbConnection({ path: cfg.dataDir })
       } catch (err) {
         engine?.close()
-        throw new CostError('FW_ERR_COST_BACKEND_UNAVAILABLE', `embedded ClickHouse at ${cfg.dataDir}: ${errorText(err)} (is another process using this data directory?)`)
+        // Only a directory this process can write may be held by another.
+        const hint = writable(cfg.dataDir) ? ' (is another process using this data directory?)' : ' (the directory is not writable by this process)'
+        throw new CostError('FW_ERR_COST_BACKEND_UNAVAILABLE', `embedded ClickHouse at ${cfg.dataDir}: ${errorText(err)}${hint}`)
       }
       const connection = hasFaults(faults) ? new FaultyConnection(conn, faults) : conn
       // chdb/connection is typed against @clickhouse/client-common, the

@@ -34,9 +34,9 @@
 // the manifest goes: members that outlived their manifest would be replayed
 // under their own ids and stored twice.
 
-import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writevSync } from 'node:fs'
+import { accessSync, closeSync, constants, existsSync, fsyncSync, openSync, renameSync, unlinkSync, writevSync } from 'node:fs'
 import { hostname } from 'node:os'
-import { basename, join } from 'node:path'
+import { basename, dirname, join, resolve } from 'node:path'
 import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises'
 import { CostError, errorText } from './cost-error.js'
 import { readNativeColumns } from './native-format.js'
@@ -57,6 +57,18 @@ const GROUP = /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.
 const NAME = /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.([a-z_][a-z0-9_]*)\.(\d+)\.(native|tsv)$/
 const LOCK = '.lock'
 export const DEAD_DIR = 'dead'
+
+/** The directory (or, if it is missing, its nearest existing parent) can be written by this process. */
+export function writable (dir: string): boolean {
+  let d = resolve(dir)
+  while (!existsSync(d) && dirname(d) !== d) d = dirname(d)
+  try {
+    accessSync(d, constants.W_OK)
+    return true
+  } catch {
+    return false
+  }
+}
 
 export function parseSpoolName (name: string): { id: string, table: string, rows: number, format: SpoolFormat } | null {
   const m = NAME.exec(name)
@@ -138,7 +150,8 @@ export class Spool {
     try {
       await mkdir(join(dir, DEAD_DIR), { recursive: true })
     } catch (err) {
-      throw new CostError('FW_ERR_COST_SPOOL_IO', dir, errorText(err))
+      // mkdir -p reports a read-only file system as ENOENT: say what is wrong.
+      throw new CostError('FW_ERR_COST_SPOOL_IO', dir, writable(dir) ? errorText(err) : 'the directory is not writable by this process')
     }
     const lock = join(dir, LOCK)
     const me = `${process.pid}\n${hostname()}\n`
