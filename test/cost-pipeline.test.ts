@@ -202,6 +202,7 @@ t.test('read-only queries: one reading statement, enforced by ClickHouse', async
   t.notOk(existsSync(outfile), 'and no file was written')
   await t.rejects(p.query('SELECT 1 FORMAT JSON', 'JSONEachRow', ro), { code: 'FW_ERR_COST_QUERY_NOT_READONLY' }, 'a FORMAT clause would override the asked format')
   t.equal(await p.query("SELECT formatDateTime(toDateTime('2030-01-01 00:00:00', 'UTC'), '%Y') AS y", 'JSONEachRow', ro), '{"y":"2030"}\n', 'functions named format… are fine')
+  t.equal(await p.query("SELECT 'FORMAT Native' AS s, 'it\\'s FORMAT CSV' AS t", 'JSONEachRow', ro), '{"s":"FORMAT Native","t":"it\'s FORMAT CSV"}\n', 'and so are the words inside a string')
   t.equal(await p.query('SELECT 1 AS x SETTINGS max_threads = 1 -- comment', 'JSONEachRow', ro), '{"x":1}\n')
   t.equal(await p.query('SELECT {n:UInt8} + 1 AS x', 'CSVWithNames', { readonly: true, params: { n: 41 } }), '"x"\n42\n')
   t.equal(await p.query('SELECT 1 AS x, \'a\' AS y', 'TabSeparatedWithNames', ro), 'x\ty\n1\ta\n')

@@ -89,16 +89,17 @@ export function isPermanentInsertError (err: unknown): boolean {
 export function readonlySql (canonical: string): string {
   // `INTO OUTFILE` is carried out by the client, not the server, so
   // readonly = 1 does not stop it: embedded chDB wrote the file (a review
-  // found it). A `FORMAT` clause would override the format the caller asked
-  // for (the HTTP reply's content-type follows the asked one). Both are
-  // refused wherever the words appear, string literals included: a
-  // misjudgement is a refusal, never a write.
+  // found it), so it is refused wherever the words appear, string literals
+  // included: a misjudgement is a refusal, never a write. A `FORMAT` clause
+  // would override the format the caller asked for (the HTTP reply's
+  // content-type follows the asked one); it is looked for outside string
+  // literals only, since getting that wrong writes nothing.
   // Only reading statements: anything else (SET, INSERT, DDL) would fail on
   // readonly or, with SETTINGS appended, as a syntax error pointing into
   // text the caller never wrote.
   if (!/^(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN|EXISTS)\b|^\(/i.test(canonical)) throw new CostError('FW_ERR_COST_QUERY_NOT_READONLY', 'a read-only query is one SELECT, WITH … SELECT, SHOW, DESCRIBE, EXPLAIN or EXISTS statement')
   if (/\bINTO\s+OUTFILE\b/i.test(canonical)) throw new CostError('FW_ERR_COST_QUERY_NOT_READONLY', 'INTO OUTFILE is not allowed in a read-only query')
-  if (/\bFORMAT\s+[A-Za-z]/.test(canonical)) throw new CostError('FW_ERR_COST_QUERY_NOT_READONLY', 'a FORMAT clause is not allowed: ask for the format instead (Accept header, --format)')
+  if (/\bFORMAT\s+[A-Za-z]/.test(canonical.replace(/'(?:[^'\\]|\\.)*'/g, "''"))) throw new CostError('FW_ERR_COST_QUERY_NOT_READONLY', 'a FORMAT clause is not allowed: ask for the format instead (Accept header, --format)')
   const trailing = /\sSETTINGS\s[^()'`"]*$/.test(canonical)
   const clauses = canonical.match(/\bSETTINGS\b/g)?.length ?? 0
   if (clauses > (trailing ? 1 : 0) || /\b(readonly|profile)\b/i.test(canonical)) {
