@@ -19,6 +19,7 @@ export const ERRORS = {
   FW_ERR_BODY_MALFORMED: { status: 400, message: 'request body is not valid %s' },
   FW_ERR_SERVER_DRAINING: { status: 503, message: 'server is shutting down' },
   FW_ERR_SERVER_LISTEN: { status: 500, message: 'cannot listen on %s: the port is in use (by another fairway too: ports are not shared) or not permitted' },
+  FW_ERR_WS_UPGRADE_REQUIRED: { status: 426, message: '/v2/ws is the WebSocket API: send a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)' },
   FW_ERR_WS_TOO_MANY_INFLIGHT: { status: 429, message: 'this WebSocket connection already has %s requests in flight' },
   FW_ERR_INTERNAL: { status: 500, message: 'internal error' },
   // --- authentication and tenancy --------------------------------------------

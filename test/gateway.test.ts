@@ -124,6 +124,7 @@ t.test('bad input gets the right status and a stable code', async (t) => {
     ['wrong method', { path: '/v2/health/live', method: 'DELETE' }, 405, 'FW_ERR_METHOD_NOT_ALLOWED'],
     ['GET on infer', { key: KEYS.acme, path: path, method: 'GET' }, 405, 'FW_ERR_METHOD_NOT_ALLOWED'],
     ['POST on metrics', { path: '/metrics', method: 'POST', raw: '' }, 405, 'FW_ERR_METHOD_NOT_ALLOWED'],
+    ['plain GET on the WebSocket route', { path: '/v2/ws', method: 'GET' }, 426, 'FW_ERR_WS_UPGRADE_REQUIRED'],
     ['GET on the SQL endpoint', { path: '/v2/admin/sql', method: 'GET' }, 405, 'FW_ERR_METHOD_NOT_ALLOWED'],
   ]
   for (const [name, opts, status, code] of cases) {

@@ -202,6 +202,8 @@ export function registerRoutes (app: TemplatedApp, deps: GatewayDeps): void {
     const ex = exchange(res, req)
     const method = req.getMethod().toUpperCase()
     const url = req.getUrl()
+    // uWS routes only upgrade requests to the WebSocket handler.
+    if (url === '/v2/ws') { sendError(ex, fwError('FW_ERR_WS_UPGRADE_REQUIRED')); return }
     const known = /^\/v2(\/health\/(live|ready)|\/models\/[^/]+(\/versions\/[^/]+)?(\/ready|\/infer)?|\/admin\/sql)?$|^\/metrics$/.test(url)
     sendError(ex, known ? fwError('FW_ERR_METHOD_NOT_ALLOWED', method) : fwError('FW_ERR_ROUTE_NOT_FOUND', `${method} ${url}`))
   })
