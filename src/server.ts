@@ -3,6 +3,7 @@
 // worker is pinned and warm and the socket listens; `close` drains gracefully.
 
 import { readFileSync } from 'node:fs'
+import { cpus } from 'node:os'
 import { join } from 'node:path'
 import type { us_listen_socket } from '@trufflesuite/uws-js-unofficial'
 import { AdmissionTable } from './admission/admission-table.js'
@@ -66,14 +67,16 @@ export async function startServer (opts: StartOptions): Promise<RunningServer> {
   const affinity = loadAffinity()
   if (affinity === null) warn(`fairway: CPU pinning disabled, workers run unpinned: ${affinityLoadError() ?? 'addon not loaded'}`)
   else {
-    // CPU sets are checked against the CPUs this process may use here (the
+    // CPU sets are checked against the CPUs this machine has online (the
     // config may come from a bigger machine): a missing CPU is a config
-    // problem naming its class, not a worker failing with EINVAL.
-    const allowed = new Set(affinity.getThreadAffinity())
+    // problem naming its class, not a worker failing with EINVAL. Not this
+    // thread's mask: a second start in one process, or a `taskset`, narrows
+    // that while workers may still widen theirs.
+    const allowed = new Set(cpus().map((_c, i) => i))
     const problems: Array<{ path: string, message: string }> = []
     const check = (path: string, cpus: readonly number[]): void => {
       const missing = cpus.filter((c) => !allowed.has(c))
-      if (missing.length > 0) problems.push({ path, message: `CPU ${missing.join(', ')} is not available to this process (it may use ${[...allowed].sort((a, b) => a - b).join(', ')})` })
+      if (missing.length > 0) problems.push({ path, message: `CPU ${missing.join(', ')} is not online on this machine (it has CPUs 0..${allowed.size - 1})` })
     }
     check('$.server.cpus', opts.config.server.cpus)
     for (const sc of opts.config.serviceClasses.values()) check(`$.serviceClasses.${sc.id}.cpus`, sc.cpus)

@@ -60,6 +60,7 @@ t.test('each bad field is named with the reason', async (t) => {
     ['model pinned to a dedicated class', (r) => { r.models.ranker.serviceClass = 'dedicated-wayne' }, '$.models.ranker.serviceClass', /dedicated/],
     ['queue depth past the counters', (r) => { r.tenants.acme.limits.queueDepth = 1e12 }, '$.tenants.acme.limits.queueDepth', /<= 1000000/],
     ['a rate too small to count', (r) => { r.tenants.acme.limits.ratePerSecond = 0.0004 }, '$.tenants.acme.limits.ratePerSecond', /at least 0\.001/],
+    ['a rate the µs counters would round', (r) => { r.tenants.acme.limits.ratePerSecond = 700_000 }, '$.tenants.acme.limits.ratePerSecond', /enforced as 1000000/],
     ['a burst past the counters', (r) => { r.tenants.acme.limits.ratePerSecond = 0.5; r.tenants.acme.limits.burst = 1000 }, '$.tenants.acme.limits.burst', /s of credit/],
     ['a section set to null', (r) => { r.server = null }, '$.server', /object/],
     ['a version given as a number', (r) => { r.tenants.acme.models.ranker = 1 }, '$.tenants.acme.models.ranker', /a string: "1"/],
@@ -148,7 +149,7 @@ t.test('fairway config check prints the problems and exits 1; start refuses', as
   writeFileSync(join(dir, 'far.json'), JSON.stringify(far))
   const farStart = spawnSync(process.execPath, [cli, 'start', '--config', join(dir, 'far.json'), '--port', '0'], { encoding: 'utf8', timeout: 20_000 })
   t.equal(farStart.status, 1, 'a class on a CPU this process cannot use does not start')
-  t.match(farStart.stderr, /FW_ERR_CONFIG_INVALID[\s\S]*\$\.serviceClasses\.shared\.cpus: CPU 1000 is not available/)
+  t.match(farStart.stderr, /FW_ERR_CONFIG_INVALID[\s\S]*\$\.serviceClasses\.shared\.cpus: CPU 1000 is not online/)
   writeFileSync(join(dir, 'broken.json'), '{ not json')
   const broken = spawnSync(process.execPath, [cli, 'config', 'check', join(dir, 'broken.json')], { encoding: 'utf8' })
   t.equal(broken.status, 1)

@@ -9,7 +9,7 @@
 import t from 'tap'
 import { Packr } from 'msgpackr'
 import type { ModelConfig } from '../src/control-plane/config-types.js'
-import { decodeMsgpack, msgpackResponse, peekMessageHead } from '../src/gateway/oip-codec.js'
+import { decodeMsgpack, messageHead, msgpackResponse, peekMessageHead } from '../src/gateway/oip-codec.js'
 import { mulberry32 } from '../scripts/model-specs.js'
 
 const ref = new Packr({ useRecords: false, useFloat32: 1 })
@@ -153,13 +153,22 @@ t.test('message head: the id, model and version msgpackr reads, without decoding
     const head = peekMessageHead(b)
     const want = outcome(() => ref.unpack(b) as unknown)
     if (i % 2 === 0 && head === null) { bad = `case ${i}: a valid message has no head`; break }
-    if (head === null || !want.ok || want.v === null || typeof want.v !== 'object' || Array.isArray(want.v)) continue
-    peeked++
+    if (!want.ok || want.v === null || typeof want.v !== 'object' || Array.isArray(want.v)) continue
     const m = want.v as Record<string, unknown>
-    if (head.id !== str(m.id) || head.model !== str(m.model) || head.version !== str(m.version)) bad = `case ${i}: ${JSON.stringify(head)} against ${JSON.stringify([m.id, m.model, m.version])}`
+    const same3 = (h: { id: string | null, model: string | null, version: string | null } | null): boolean => h !== null && h.id === str(m.id) && h.model === str(m.model) && h.version === str(m.version)
+    // messageHead (peek, else a full decode) must always agree; the peek alone when it answers.
+    if (!same3(messageHead(b))) { bad = `case ${i}: messageHead ${JSON.stringify(messageHead(b))} against ${JSON.stringify([m.id, m.model, m.version])}`; break }
+    if (head === null) continue
+    peeked++
+    if (!same3(head)) bad = `case ${i}: ${JSON.stringify(head)} against ${JSON.stringify([m.id, m.model, m.version])}`
   }
   t.equal(bad, '', 'every head read agrees with msgpackr')
   t.ok(peeked > 1500, `${peeked} heads compared`)
   t.equal(peekMessageHead(Buffer.from([0x92, 0x01, 0x02])), null, 'not a map: no head')
+  const cafe = Buffer.from(ref.pack({ id: 'café', model: 'm', inputs: [] }))
+  t.equal(peekMessageHead(cafe), null, 'the peek declines non-ASCII')
+  t.same(messageHead(cafe), { id: 'café', model: 'm', version: null }, 'and messageHead decodes it in full')
+  const twice = Buffer.concat([Buffer.from([0x83]), ref.pack('id'), ref.pack('a'), ref.pack('model'), ref.pack('m'), ref.pack('id'), ref.pack(5)])
+  t.same(peekMessageHead(twice), { id: null, model: 'm', version: null }, 'a repeated key: the last one wins, as in a full decode')
   t.equal(peekMessageHead(Buffer.from(ref.pack({ id: 'x', inputs: [1, 2, 3] })).subarray(0, 8)), null, 'cut short: no head')
 })

@@ -296,7 +296,10 @@ export function validateConfig (raw: unknown, opts: ValidateOptions): ValidateRe
     // 2^30 µs: a rate or burst past those would be silently wrong, not refused.
     const lim = tenants.get(id)?.limits
     if (lim !== undefined && lim.ratePerSecond > 0) {
+      const enforced = 1e6 / Math.max(1, Math.round(1e6 / lim.ratePerSecond))
       if (lim.ratePerSecond < 0.001) c.fail(`${lp}.ratePerSecond`, 'must be 0 (no limit) or at least 0.001 requests/s')
+      // Up to 10,000/s the rounding is within 0.5%; above, only rates near 1,000,000 / n are exact.
+      else if (Math.abs(enforced - lim.ratePerSecond) / lim.ratePerSecond > 0.01) c.fail(`${lp}.ratePerSecond`, `would be enforced as ${Math.round(enforced)} requests/s (the admission counters keep 1/rate in whole microseconds); use a rate within 1% of 1,000,000 / n, such as ${Math.round(enforced)}, or 0 for no limit`)
       else if ((lim.burst - 1) * 1e6 / lim.ratePerSecond > 2 ** 30) c.fail(`${lp}.burst`, `allows more than ${Math.floor(2 ** 30 / 1e6)} s of credit at ${lim.ratePerSecond} requests/s (burst / ratePerSecond); lower burst or raise the rate`)
     }
   }

@@ -383,7 +383,9 @@ export interface MessageHead {
  * skipping every other value without building it: refusing a message over a
  * connection's in-flight limit then costs a byte walk, not a decode (and no
  * garbage: 20,000 full decodes for one slow reader grew the server's RSS by
- * ~9 MB more than this). Null when the bytes are not such a map.
+ * ~9 MB more than this). Null when the bytes are not such a map or hold
+ * something the fast path declines (non-ASCII, 64-bit integers, bin, deep
+ * nesting): the caller then decodes in full (messageHead does both).
  */
 export function peekMessageHead (buf: Buffer): MessageHead | null {
   src = buf
@@ -403,10 +405,12 @@ export function peekMessageHead (buf: Buffer): MessageHead | null {
       if (k === 'id' || k === 'model' || k === 'version') {
         const v = readValue(0)
         if (v === FALLBACK) ok = false
-        else if (typeof v === 'string') {
-          if (k === 'id') id = v
-          else if (k === 'model') model = v
-          else version = v
+        else {
+          // The last occurrence wins, as in a full decode.
+          const str = typeof v === 'string' ? v : null
+          if (k === 'id') id = str
+          else if (k === 'model') model = str
+          else version = str
         }
       } else {
         ok = k !== FALLBACK && skipValue()
@@ -416,6 +420,18 @@ export function peekMessageHead (buf: Buffer): MessageHead | null {
   }
   src = EMPTY
   return head
+}
+
+/** peekMessageHead, or when it declines, the same three fields from a full decode (null if even that fails or is not a map). */
+export function messageHead (buf: Buffer): MessageHead | null {
+  const head = peekMessageHead(buf)
+  if (head !== null) return head
+  let msg: unknown
+  try { msg = decodeMsgpack(buf) } catch { return null }
+  if (msg === null || typeof msg !== 'object' || Array.isArray(msg)) return null
+  const m = msg as Record<string, unknown>
+  const str = (v: unknown): string | null => typeof v === 'string' ? v : null
+  return { id: str(m.id), model: str(m.model), version: str(m.version) }
 }
 
 /** Bytes of payload after the type byte (and its length field) for fixed-size types 0xc0..0xdf; -1: not fixed-size. */

@@ -31,7 +31,7 @@ import type { Route, TenantEntry, TenantRegistry } from '../control-plane/regist
 import { FairwayError, fwError } from '../errors.js'
 import { sendError, type Exchange } from './http-reply.js'
 import type { InferenceService } from './inference-service.js'
-import { decodeMsgpack, encodeJsonResponse, encodeMsgpack, msgpackResponse, parseInferRequest, peekMessageHead, type MessageHead } from './oip-codec.js'
+import { decodeMsgpack, encodeJsonResponse, encodeMsgpack, messageHead, msgpackResponse, parseInferRequest, type MessageHead } from './oip-codec.js'
 
 export const MAX_INFLIGHT = 256
 export const SOFT_BACKPRESSURE = 256 * 1024
@@ -157,7 +157,7 @@ export function registerWebSocket (app: TemplatedApp, registry: TenantRegistry, 
   // A message over the in-flight limit is still read for its id (so the
   // client can match the refusal to its request) and its model (so the
   // refusal is a cost event like any other answered request); MessagePack
-  // only that far (peekMessageHead). What cannot be read is refused with id
+  // only that far where it can (messageHead). What cannot be read is refused with id
   // null, as documented.
   const refuseBusy = (ws: WebSocket<Conn>, bytes: Buffer, binary: boolean, arrived: number): void => {
     const c = ws.getUserData()
@@ -167,7 +167,7 @@ export function registerWebSocket (app: TemplatedApp, registry: TenantRegistry, 
     try {
       let head: MessageHead | null = null
       if (binary) {
-        head = peekMessageHead(bytes)
+        head = messageHead(bytes)
       } else {
         const msg: unknown = JSON.parse(bytes.toString('utf8'))
         if (msg !== null && typeof msg === 'object' && !Array.isArray(msg)) {
