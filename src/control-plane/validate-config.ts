@@ -271,6 +271,24 @@ export function validateConfig (raw: unknown, opts: ValidateOptions): ValidateRe
     c.unknownKeys(l, `${p}.limits`, ['concurrency', 'ratePerSecond', 'burst', 'queueDepth', 'timeoutMs', 'maxBatchWaitUs'])
     const lp = `${p}.limits`
     const settings = o.settings === undefined ? {} : c.object(o.settings, `${p}.settings`) ?? {}
+    const limits = {
+      concurrency: c.number(l, 'concurrency', lp, { min: 1, max: 1_000_000, int: true }),
+      ratePerSecond: c.number(l, 'ratePerSecond', lp, { min: 0, max: 1_000_000 }),
+      burst: c.number(l, 'burst', lp, { min: 1, max: 1_000_000, int: true }),
+      queueDepth: c.number(l, 'queueDepth', lp, { min: 1, max: 1_000_000, int: true }),
+      timeoutMs: c.number(l, 'timeoutMs', lp, { min: 1, max: 600_000, int: true }),
+      maxBatchWaitUs: l.maxBatchWaitUs === undefined ? null : c.number(l, 'maxBatchWaitUs', lp, { min: 0, max: MAX_BATCH_WAIT_US, int: true }),
+    }
+    // The admission table keeps the GCRA interval (1/rate) and the burst
+    // credit ((burst - 1) / rate) as Int32 microseconds, the credit capped at
+    // 2^30 µs: a rate or burst past those would be silently wrong, not refused.
+    if (limits.ratePerSecond > 0) {
+      const enforced = 1e6 / Math.max(1, Math.round(1e6 / limits.ratePerSecond))
+      if (limits.ratePerSecond < 0.001) c.fail(`${lp}.ratePerSecond`, 'must be 0 (no limit) or at least 0.001 requests/s')
+      // Up to 10,000/s the rounding is within 0.5%; above, only rates near 1,000,000 / n are exact.
+      else if (Math.abs(enforced - limits.ratePerSecond) / limits.ratePerSecond > 0.01) c.fail(`${lp}.ratePerSecond`, `would be enforced as ${Math.round(enforced)} requests/s (the admission counters keep 1/rate in whole microseconds); use a rate within 1% of 1,000,000 / n, such as ${Math.round(enforced)}, or 0 for no limit`)
+      else if ((limits.burst - 1) * 1e6 / limits.ratePerSecond > 2 ** 30) c.fail(`${lp}.burst`, `allows more than ${Math.floor(2 ** 30 / 1e6)} s of credit at ${limits.ratePerSecond} requests/s (burst / ratePerSecond); lower burst or raise the rate`)
+    }
     tenants.set(id, {
       id,
       tier,
@@ -278,30 +296,12 @@ export function validateConfig (raw: unknown, opts: ValidateOptions): ValidateRe
       apiKeyHashes: keys,
       models: tm,
       queueClass,
-      limits: {
-        concurrency: c.number(l, 'concurrency', lp, { min: 1, max: 1_000_000, int: true }),
-        ratePerSecond: c.number(l, 'ratePerSecond', lp, { min: 0, max: 1_000_000 }),
-        burst: c.number(l, 'burst', lp, { min: 1, max: 1_000_000, int: true }),
-        queueDepth: c.number(l, 'queueDepth', lp, { min: 1, max: 1_000_000, int: true }),
-        timeoutMs: c.number(l, 'timeoutMs', lp, { min: 1, max: 600_000, int: true }),
-        maxBatchWaitUs: l.maxBatchWaitUs === undefined ? null : c.number(l, 'maxBatchWaitUs', lp, { min: 0, max: MAX_BATCH_WAIT_US, int: true }),
-      },
+      limits,
       region: c.string(o, 'region', p),
       costCenter: c.string(o, 'costCenter', p),
       rolloutEligible: c.boolean(o, 'rolloutEligible', p, false),
       settings,
     })
-    // The admission table keeps the GCRA interval (1/rate) and the burst
-    // credit ((burst - 1) / rate) as Int32 microseconds, the credit capped at
-    // 2^30 µs: a rate or burst past those would be silently wrong, not refused.
-    const lim = tenants.get(id)?.limits
-    if (lim !== undefined && lim.ratePerSecond > 0) {
-      const enforced = 1e6 / Math.max(1, Math.round(1e6 / lim.ratePerSecond))
-      if (lim.ratePerSecond < 0.001) c.fail(`${lp}.ratePerSecond`, 'must be 0 (no limit) or at least 0.001 requests/s')
-      // Up to 10,000/s the rounding is within 0.5%; above, only rates near 1,000,000 / n are exact.
-      else if (Math.abs(enforced - lim.ratePerSecond) / lim.ratePerSecond > 0.01) c.fail(`${lp}.ratePerSecond`, `would be enforced as ${Math.round(enforced)} requests/s (the admission counters keep 1/rate in whole microseconds); use a rate within 1% of 1,000,000 / n, such as ${Math.round(enforced)}, or 0 for no limit`)
-      else if ((lim.burst - 1) * 1e6 / lim.ratePerSecond > 2 ** 30) c.fail(`${lp}.burst`, `allows more than ${Math.floor(2 ** 30 / 1e6)} s of credit at ${lim.ratePerSecond} requests/s (burst / ratePerSecond); lower burst or raise the rate`)
-    }
   }
   if (tenants.size === 0) c.fail('$.tenants', 'must define at least one tenant')
 

@@ -39,6 +39,22 @@ function exchange (res: HttpResponse, req: HttpRequest): Exchange {
   return ex
 }
 
+/**
+ * The body's media type, case-insensitive and without parameters
+ * (`charset=…`); none at all is read as JSON. Null: neither JSON nor
+ * MessagePack. The exact lower-case names are checked first, so the usual
+ * request allocates nothing here.
+ */
+function mediaType (header: string): typeof JSON_TYPE | typeof MSGPACK_TYPE | null {
+  if (header === JSON_TYPE || header === '') return JSON_TYPE
+  if (header === MSGPACK_TYPE) return MSGPACK_TYPE
+  const semi = header.indexOf(';')
+  const type = (semi < 0 ? header : header.slice(0, semi)).trim().toLowerCase()
+  if (type === JSON_TYPE) return JSON_TYPE
+  if (type === MSGPACK_TYPE || type === 'application/x-msgpack') return MSGPACK_TYPE
+  return null
+}
+
 export function registerRoutes (app: TemplatedApp, deps: GatewayDeps): void {
   const { registry, service, state } = deps
   const maxBody = registry.config.server.maxBodyBytes
@@ -167,22 +183,6 @@ export function registerRoutes (app: TemplatedApp, deps: GatewayDeps): void {
         else send(ex, 200, encodeJsonResponse(route.model, route.version.version, request.id, request.rows, out), JSON_TYPE)
       })
     })
-  }
-
-  /**
-   * The body's media type, case-insensitive and without parameters
-   * (`charset=…`); none at all is read as JSON. Null: neither JSON nor
-   * MessagePack. The exact lower-case names are checked first, so the usual
-   * request allocates nothing here.
-   */
-  function mediaType (header: string): typeof JSON_TYPE | typeof MSGPACK_TYPE | null {
-    if (header === JSON_TYPE || header === '') return JSON_TYPE
-    if (header === MSGPACK_TYPE) return MSGPACK_TYPE
-    const semi = header.indexOf(';')
-    const type = (semi < 0 ? header : header.slice(0, semi)).trim().toLowerCase()
-    if (type === JSON_TYPE) return JSON_TYPE
-    if (type === MSGPACK_TYPE || type === 'application/x-msgpack') return MSGPACK_TYPE
-    return null
   }
 
   function decodeInfer (body: Buffer, isMsgpack: boolean, route: Route): InferRequest {

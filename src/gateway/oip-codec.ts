@@ -333,7 +333,8 @@ function readData (): Decoded | typeof FALLBACK {
   }
   if (n > len - pos) return FALLBACK
   const out = new Float32Array(n)
-  // Locals, not the module-level cursor, in the loop: ~3x faster here.
+  // Locals, not the module-level cursor, in the loop: 64 numbers took ~2.1 µs
+  // through readValue and the module cursor, ~0.7 µs this way (measured).
   const s = src
   const dv = new DataView(s.buffer, s.byteOffset, len)
   let p = pos
@@ -381,9 +382,9 @@ export interface MessageHead {
 /**
  * The top-level "id", "model" and "version" strings of a MessagePack map,
  * skipping every other value without building it: refusing a message over a
- * connection's in-flight limit then costs a byte walk, not a decode (and no
- * garbage: 20,000 full decodes for one slow reader grew the server's RSS by
- * ~9 MB more than this). Null when the bytes are not such a map or hold
+ * connection's in-flight limit then costs a byte walk, not a decode, and
+ * leaves no garbage (for a slow reader's 20,000 refusals the RSS difference
+ * against full decodes was 1–2 MB, within noise). Null when the bytes are not such a map or hold
  * something the fast path declines (non-ASCII, 64-bit integers, bin, deep
  * nesting): the caller then decodes in full (messageHead does both).
  */
@@ -428,10 +429,14 @@ export function messageHead (buf: Buffer): MessageHead | null {
   if (head !== null) return head
   let msg: unknown
   try { msg = decodeMsgpack(buf) } catch { return null }
-  if (msg === null || typeof msg !== 'object' || Array.isArray(msg)) return null
-  const m = msg as Record<string, unknown>
+  return headOf(msg)
+}
+
+/** The three head fields of an already decoded message (JSON or MessagePack); null unless it is an object. */
+export function headOf (msg: unknown): MessageHead | null {
+  if (!isObj(msg)) return null
   const str = (v: unknown): string | null => typeof v === 'string' ? v : null
-  return { id: str(m.id), model: str(m.model), version: str(m.version) }
+  return { id: str(msg.id), model: str(msg.model), version: str(msg.version) }
 }
 
 /** Bytes of payload after the type byte (and its length field) for fixed-size types 0xc0..0xdf; -1: not fixed-size. */
@@ -487,8 +492,9 @@ function skipValues (n: number): boolean {
  * FP32 outputs), without building the object, the number array of
  * `Array.from(out)` or msgpackr's generic type dispatch per value. The
  * constant part (names, version, datatype) is encoded once per model and
- * version. In a CPU profile of WebSocket + MessagePack at saturation, the
- * generic path (object, Array.from, pack) was ~9% of the gateway thread.
+ * version. In a CPU profile of WebSocket + MessagePack at saturation,
+ * msgpackr's pack alone was ~7% of the gateway thread; measured alone, this
+ * encoder takes 0.43 µs per 1×8 response against 1.99 µs.
  */
 export function msgpackResponse (model: ModelConfig, version: string, id: string | undefined, rows: number, out: Float32Array): Buffer {
   const head = responseHead(model, version)

@@ -31,7 +31,7 @@ import type { Route, TenantEntry, TenantRegistry } from '../control-plane/regist
 import { FairwayError, fwError } from '../errors.js'
 import { sendError, type Exchange } from './http-reply.js'
 import type { InferenceService } from './inference-service.js'
-import { decodeMsgpack, encodeJsonResponse, encodeMsgpack, messageHead, msgpackResponse, parseInferRequest, type MessageHead } from './oip-codec.js'
+import { decodeMsgpack, encodeJsonResponse, encodeMsgpack, headOf, messageHead, msgpackResponse, parseInferRequest } from './oip-codec.js'
 
 export const MAX_INFLIGHT = 256
 export const SOFT_BACKPRESSURE = 256 * 1024
@@ -165,16 +165,7 @@ export function registerWebSocket (app: TemplatedApp, registry: TenantRegistry, 
     let id: string | null = null
     let route: Route | null = null
     try {
-      let head: MessageHead | null = null
-      if (binary) {
-        head = messageHead(bytes)
-      } else {
-        const msg: unknown = JSON.parse(bytes.toString('utf8'))
-        if (msg !== null && typeof msg === 'object' && !Array.isArray(msg)) {
-          const m = msg as Record<string, unknown>
-          head = { id: typeof m.id === 'string' ? m.id : null, model: typeof m.model === 'string' ? m.model : null, version: typeof m.version === 'string' ? m.version : null }
-        }
-      }
+      const head = binary ? messageHead(bytes) : headOf(JSON.parse(bytes.toString('utf8')))
       if (head !== null) {
         if (head.id !== '') id = head.id
         if (head.model !== null) route = registry.resolve(c.tenant, head.model, head.version)
