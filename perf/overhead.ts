@@ -51,8 +51,17 @@ const USAGE = `usage: node dist/perf/overhead.js [options]
   --retries N           repeats per measurement for noise (default 1)
   --rounds N            run the whole list of servers N times, interleaved (bare, naive, ..., bare,
                         naive, ...), and report each server's round with the median CPU per request
-                        (default 1). The VM's own noise drifts over minutes, invisible to the noise
-                        guard; interleaving puts every server through the same drift.
+                        (default 1; 0 skips the rounds, for --pairs alone). The VM's own noise drifts
+                        over minutes, invisible to the noise guard; interleaving puts every server
+                        through the same drift.
+  --pairs N             then measure CPU per request in N paired cycles (default 0: none): every
+                        server runs at once, idle but for its own window, and the windows alternate
+                        (A B, then B A, ...) at the fixed rate, --pair-duration s each, so servers
+                        compared in one cycle are seconds apart, not minutes. A window is charged
+                        all the server's CPU until its next window starts (deferred work such as
+                        ClickHouse merges included), over the responses in the window; the result
+                        is each cycle's ratio against bare, its median and its range.
+  --pair-duration S     seconds per paired window (default 12)
   --fairway-config FILE config for fairway (default: its demo platform)
   --key KEY             fairway API key (default acme's demo key)
   --raise-tenant-limits run fairway on a copy of its config with every tenant's ratePerSecond and
@@ -127,6 +136,18 @@ interface ServerResult {
 }
 
 const DEMO_KEY = 'fw_demo_acme_premium'
+
+/** One server's window in a paired cycle (--pairs). */
+interface PairWindow {
+  cycle: number
+  server: ServerName
+  responses: number
+  /** All the server's CPU from this window's start to its next window's start, per response in the window. */
+  cpu_us_per_request: number
+  /** Only the CPU inside the window, per response. */
+  in_window_cpu_us_per_request: number
+  other_cores: number
+}
 
 function clkTck (): number {
   try {
@@ -432,6 +453,87 @@ async function benchServer (name: ServerName, k: Knobs, configs: FairwayConfigs,
   }
 }
 
+/**
+ * CPU per request in paired cycles: every server is started and kept
+ * running, and their fixed-rate windows alternate, the order reversed every
+ * other cycle. The VM's speed drifts by tens of percent over minutes (bare
+ * measured 90 to 200 µs/request across sessions, 141 to 165 within one), so
+ * a ratio of two windows minutes apart carries that drift; two windows
+ * seconds apart mostly share it. Charging each window until the server's next
+ * window starts counts the work it deferred (cost inserts, merges) and the
+ * idle timers in between, which only raises fairway's figure.
+ */
+async function pairedCpu (servers: readonly ServerName[], k: Knobs, configs: FairwayConfigs, key: string, cycles: number, durationS: number): Promise<PairWindow[]> {
+  const running: Running[] = []
+  try {
+    for (const s of servers) {
+      process.stderr.write(`\npaired: starting ${s}\n`)
+      const r = await startServer(s, configs)
+      running.push(r)
+      await smokeTest(s, r.url, isFairway(s) ? key : undefined)
+    }
+    const scenario = (i: number, d: number): Scenario => scenarioFor(running[i]?.url ?? '', isFairway(servers[i] ?? 'bare') ? key : undefined, k.fixedRate, d, 0, k, transportOf(servers[i] ?? 'bare'))
+    // One unrecorded window each first: JIT, sessions and connections warm.
+    for (const i of servers.keys()) await runLoad(scenario(i, 5), { progress: false })
+    const windows: PairWindow[] = []
+    const open: Array<{ w: PairWindow, cpu0: number } | null> = servers.map(() => null)
+    const close = (i: number, pid: number): void => {
+      const o = open[i]
+      if (o !== null && o !== undefined && o.w.responses > 0) o.w.cpu_us_per_request = (cpuMs(pid) - o.cpu0) * 1000 / o.w.responses
+    }
+    for (let c = 1; c <= cycles; c++) {
+      const order = c % 2 === 1 ? [...servers.keys()] : [...servers.keys()].reverse()
+      for (const i of order) {
+        const r = running[i]
+        const name = servers[i]
+        if (r === undefined || name === undefined) continue
+        close(i, r.pid)
+        const cpu0 = cpuMs(r.pid)
+        const m = await measure(r.pid, scenario(i, durationS))
+        const t = m.result.total
+        const w: PairWindow = { cycle: c, server: name, responses: t.responses, cpu_us_per_request: NaN, in_window_cpu_us_per_request: t.responses === 0 ? NaN : m.serverCpuMs * 1000 / t.responses, other_cores: m.otherCpuMs / (durationS * 1000) }
+        windows.push(w)
+        open[i] = { w, cpu0 }
+        process.stderr.write(`  cycle ${c} ${name}: ${t.responses} responses, in-window CPU ${f1(w.in_window_cpu_us_per_request)} us/req, other ${f2(w.other_cores)} cores\n`)
+      }
+    }
+    // The last windows are charged over one more window's length, as the others were.
+    await new Promise((r) => setTimeout(r, durationS * 1000 * Math.max(1, servers.length - 1)))
+    for (const [i, r] of running.entries()) close(i, r.pid)
+    return windows
+  } finally {
+    for (const r of running) await stopServer(r)
+  }
+}
+
+function median (xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b)
+  const n = s.length
+  return n === 0 ? NaN : n % 2 === 1 ? (s[(n - 1) / 2] ?? NaN) : ((s[n / 2 - 1] ?? NaN) + (s[n / 2] ?? NaN)) / 2
+}
+
+/** The paired cycles as a table (one row per cycle) and a summary line per server. */
+function pairedTable (servers: readonly ServerName[], windows: readonly PairWindow[]): { headers: string[], rows: string[][], summary: string[] } {
+  const cycles = [...new Set(windows.map((w) => w.cycle))]
+  const get = (c: number, s: ServerName): PairWindow | undefined => windows.find((w) => w.cycle === c && w.server === s)
+  const others = servers.filter((s) => s !== 'bare')
+  const headers = ['cycle', ...servers.map((s) => `${s} CPU us/req (in window)`), ...others.map((s) => `${s} vs bare`), 'most other cores']
+  const rows = cycles.map((c) => [
+    String(c),
+    ...servers.map((s) => { const w = get(c, s); return w === undefined ? '-' : `${f1(w.cpu_us_per_request)} (${f1(w.in_window_cpu_us_per_request)})` }),
+    ...others.map((s) => ratio(get(c, s)?.cpu_us_per_request ?? NaN, get(c, 'bare')?.cpu_us_per_request)),
+    f2(Math.max(...windows.filter((w) => w.cycle === c).map((w) => w.other_cores))),
+  ])
+  const summary = servers.includes('bare')
+    ? others.map((s) => {
+      const rs = cycles.map((c) => (get(c, s)?.cpu_us_per_request ?? NaN) / (get(c, 'bare')?.cpu_us_per_request ?? NaN)).filter(Number.isFinite)
+      const inw = cycles.map((c) => (get(c, s)?.in_window_cpu_us_per_request ?? NaN) / (get(c, 'bare')?.in_window_cpu_us_per_request ?? NaN)).filter(Number.isFinite)
+      return `${s} vs bare over ${rs.length} cycles: median **${median(rs).toFixed(2)}x** (range ${Math.min(...rs).toFixed(2)}–${Math.max(...rs).toFixed(2)}); in-window CPU only: median ${median(inw).toFixed(2)}x`
+    })
+    : []
+  return { headers, rows, summary }
+}
+
 interface RawPlatform {
   modelRepository?: string
   tenants?: Record<string, { limits?: Record<string, number> }>
@@ -536,6 +638,8 @@ async function main (): Promise<number> {
     'max-noise': { type: 'string' },
     retries: { type: 'string' },
     rounds: { type: 'string' },
+    pairs: { type: 'string' },
+    'pair-duration': { type: 'string' },
     'window-us': { type: 'string' },
     'fairway-config': { type: 'string' },
     'raise-tenant-limits': { type: 'boolean', default: false },
@@ -574,9 +678,12 @@ async function main (): Promise<number> {
     connections: num(values.connections, 64),
     maxNoise: num(values['max-noise'], 0.2),
     retries: count(values.retries, 1),
-    rounds: Math.floor(num(values.rounds, 1)),
+    rounds: count(values.rounds, 1),
     windowUs: Math.floor(num(values['window-us'], 2000)),
   }
+  const pairs = count(values.pairs, 0)
+  const pairDuration = num(values['pair-duration'], 12)
+  if (k.rounds === 0 && pairs === 0) cliFail(USAGE, 'nothing to measure: --rounds 0 needs --pairs N')
   const servers = values.servers.split(',').map((s) => s.trim()) as ServerName[]
   for (const s of servers) if (!SERVER_NAMES.includes(s)) cliFail(USAGE, `unknown server ${s}`)
   if (!existsSync(BASELINE_MODEL)) throw new Error(`${BASELINE_MODEL} is missing: run npm run build`)
@@ -599,7 +706,9 @@ async function main (): Promise<number> {
     for (const [i, s] of servers.entries()) rounds[i]?.push(await benchServer(s, k, configs, key))
   }
   // Each server's round with the median CPU per request stands for it.
-  const results = rounds.map((rs) => [...rs].sort((a, b) => a.fixed.cpu_us_per_request - b.fixed.cpu_us_per_request)[Math.floor((rs.length - 1) / 2)] as ServerResult)
+  const results = k.rounds === 0 ? [] : rounds.map((rs) => [...rs].sort((a, b) => a.fixed.cpu_us_per_request - b.fixed.cpu_us_per_request)[Math.floor((rs.length - 1) / 2)] as ServerResult)
+  const paired = pairs === 0 ? [] : await pairedCpu(servers, k, configs, key, pairs, pairDuration)
+  const pt = pairedTable(servers, paired)
   const elapsed = (Date.now() - t0) / 1000
 
   const { headers, rows } = tableRows(results)
@@ -608,15 +717,21 @@ async function main (): Promise<number> {
     `machine: ${machine()}; Node ${process.version}; ${started.toISOString()}; took ${elapsed.toFixed(0)} s`,
     `command: ${command}`,
     `load: POST /v2/models/tiny-classifier/infer, 1 row, JSON, constant-rate open loop from ${k.threads} generator thread(s) x ${k.connections} connections on the same machine (fairway-ws: WebSocket + MessagePack, 4 connections per thread)${servers.some(isFairway) ? `; fairway tenant key ${key === DEMO_KEY ? 'acme (demo)' : '(custom)'}, config ${fairwayConfig ?? 'demo platform'}` : ''}${configs.window === undefined ? '' : `; fairway-window: ${relative(ROOT, configs.window)} (tiny-classifier maxQueueDelayUs ${k.windowUs})`}${configs.inline === undefined ? '' : `; fairway-inline: ${relative(ROOT, configs.inline)} (every class but heavy inline)`}`,
-    `fixed rate: ${k.fixedRate} req/s, ${k.fixedDuration} s after ${k.fixedWarmup} s warmup; latency from intended send time; CPU = server utime+stime (/proc/<pid>/stat, all threads) / responses`,
+    ...(k.rounds === 0 ? [] : [`fixed rate: ${k.fixedRate} req/s, ${k.fixedDuration} s after ${k.fixedWarmup} s warmup; latency from intended send time; CPU = server utime+stime (/proc/<pid>/stat, all threads) / responses`,
     `saturation: steps from ${k.sweepStart} req/s x${k.sweepFactor}, ${k.refine} bisection step(s), ${k.stepWarmup}+${k.stepDuration} s each; pass = >=99% of intended requests 2xx and p99 <= ${k.p99Ms} ms`,
-    `noise guard: a measurement during which other processes used > ${k.maxNoise} cores is repeated (up to ${k.retries} times) after the machine quietens`,
+    `noise guard: a measurement during which other processes used > ${k.maxNoise} cores is repeated (up to ${k.retries} times) after the machine quietens`]),
+    ...(pairs === 0 ? [] : [`paired CPU: ${pairs} cycles of ${pairDuration} s windows at ${k.fixedRate} req/s, all servers running, order reversed every other cycle; a window is charged the server's CPU (utime+stime, all threads) until its next window starts, over the window's responses (in parentheses: the window's own CPU only); no repeats for noise, the most other processes used in a cycle is shown`]),
     ...(k.rounds > 1
       ? [`rounds: ${k.rounds}, servers interleaved; each row is the server's round with the median CPU per request. All rounds: ${servers.map((s, i) => `${s} CPU us/req ${(rounds[i] ?? []).map((r) => r.fixed.cpu_us_per_request.toFixed(1)).join(' / ')}, saturation ${(rounds[i] ?? []).map((r) => r.saturation_rate).join(' / ')}`).join('; ')}`]
       : []),
   ]
   console.log('\n' + setup.join('\n'))
-  console.log(renderTable(headers, rows))
+  if (results.length > 0) console.log(renderTable(headers, rows))
+  if (paired.length > 0) {
+    console.log('\npaired CPU cycles:')
+    console.log(renderTable(pt.headers, pt.rows))
+    for (const l of pt.summary) console.log(l.replace(/\*\*/g, ''))
+  }
   for (const r of results) {
     console.log(`\n${r.label} saturation steps${r.capped_by === null ? '' : `; stopped by the ${r.capped_by}, not capacity`}:`)
     console.log(renderTable(['rate', 'result', '2xx/s', 'in period/s', 'p50 ms', 'p99 ms', 'lag p99 ms', 'server cores', 'generator cores', 'other cores', 'errors'], r.steps.map((s) => [
@@ -627,7 +742,7 @@ async function main (): Promise<number> {
 
   const jsonOut = values.json ?? join(ROOT, 'perf', 'out', `overhead-${started.toISOString().replace(/[:.]/g, '-')}.json`)
   mkdirSync(dirname(jsonOut), { recursive: true })
-  writeFileSync(jsonOut, JSON.stringify({ started_at: started.toISOString(), machine: machine(), node: process.version, command, knobs: k, results }, null, 2) + '\n')
+  writeFileSync(jsonOut, JSON.stringify({ started_at: started.toISOString(), machine: machine(), node: process.version, command, knobs: k, results, paired }, null, 2) + '\n')
   console.log(`\nfull results: ${relative(process.cwd(), jsonOut)}`)
 
   if (!values['no-results']) {
@@ -640,14 +755,24 @@ async function main (): Promise<number> {
       '',
       ...setup.map((l) => `- ${l.replace(/^command: (.*)$/, 'command: `$1`')}`),
       '',
-      markdownTable(headers, rows),
-      '',
-      'Columns: saturation = highest passing open-loop step; peak 2xx/s = most 2xx responses per second that arrived within the measured period of a step (overloaded steps included); CPU us/req, p50/p99/p99.9 = at the fixed rate, latency from the intended send time; svc = from when the request was written to a connection (what a closed-loop tool would report); gen = the load generator (same machine); other cores = CPU used by other processes meanwhile (noise).',
-      '',
-      'Saturation steps:',
-      '',
-      ...steps,
-      '',
+      ...(results.length === 0 ? [] : [
+        markdownTable(headers, rows),
+        '',
+        'Columns: saturation = highest passing open-loop step; peak 2xx/s = most 2xx responses per second that arrived within the measured period of a step (overloaded steps included); CPU us/req, p50/p99/p99.9 = at the fixed rate, latency from the intended send time; svc = from when the request was written to a connection (what a closed-loop tool would report); gen = the load generator (same machine); other cores = CPU used by other processes meanwhile (noise).',
+        '',
+        'Saturation steps:',
+        '',
+        ...steps,
+        '',
+      ]),
+      ...(paired.length === 0 ? [] : [
+        'Paired CPU cycles:',
+        '',
+        markdownTable(pt.headers, pt.rows),
+        '',
+        ...pt.summary.map((l) => `- ${l}`),
+        '',
+      ]),
     ].join('\n')
     appendResults(file, section)
   }

@@ -46,6 +46,8 @@ t.test('a bad value is refused before anything runs', async (t) => {
     ['loadgen', ['--duration', 'x', 'perf/scenarios/overhead.json'], /--duration x: expected a number >= 0/],
     ['overhead', ['--fixed-rate', '0'], /bad number 0/],
     ['overhead', ['--servers', 'bare,fast'], /unknown server fast/],
+    ['overhead', ['--rounds', '0'], /nothing to measure: --rounds 0 needs --pairs N/],
+    ['overhead', ['--pairs', '1.5'], /bad count 1.5/],
     ['bench-sweep', ['--protocol', 'carrier-pigeon'], /--protocol must be http or websocket/],
   ]
   for (const [entry, args, message] of cases) {
