@@ -11,6 +11,16 @@
 // no CPU set or nice of its own (it runs where `server.cpus` puts the
 // gateway), and a crash inside onnxruntime takes the whole process down, not
 // one worker. Meant for light models only; heavy ones belong on workers.
+//
+// Billing: a worker bills its thread's CPU time, read in the worker, where
+// the clock costs the gateway nothing. Here it would be read on the gateway
+// thread, twice per batch, and `CLOCK_THREAD_CPUTIME_ID` has no vDSO: each
+// read is a syscall (~0.9 µs in a loop on this VM, and with pti but no pcid
+// each one flushes the TLB). In paired cycles at 2,000 req/s the two reads
+// cost 6.4 µs per request, 3% of the whole process (perf/RESULTS.md,
+// session 16). So an inline batch is billed its wall time (performance.now,
+// a vDSO read that the latency figures take anyway), capped against
+// preemption (`wall-billing.ts`).
 
 import { threadId } from 'node:worker_threads'
 import type { ExecutableUnit } from '../control-plane/registry.js'
@@ -20,6 +30,7 @@ import { loadAffinity } from './affinity.js'
 import type { BatchPool } from './batch-pool.js'
 import { workerError } from './class-pool.js'
 import { loadUnits, runUnit, type LoadedUnit } from './onnx-units.js'
+import { WallBilling } from './wall-billing.js'
 import { workerUnits, type InferResult, type InferTask, type PingResult } from './worker-protocol.js'
 
 export class InlinePool implements BatchPool {
@@ -29,20 +40,20 @@ export class InlinePool implements BatchPool {
   readonly runsOnCaller = true
   private readonly executable: readonly ExecutableUnit[]
   private units = new Map<string, LoadedUnit>()
+  /** Per unit: what its batches are billed (wall time, capped against preemption). */
+  private readonly billing = new Map<string, WallBilling>()
   private readonly affinity = loadAffinity()
-  private readonly threadCpuNs: (() => number) | null
   private closing = false
 
   constructor (serviceClass: ServiceClassConfig, units: readonly ExecutableUnit[]) {
     this.serviceClass = serviceClass
     this.executable = units
-    const affinity = this.affinity
-    this.threadCpuNs = affinity === null ? null : (): number => affinity.threadCpuTimeNs()
   }
 
   async start (): Promise<PingResult[]> {
     try {
       this.units = loadUnits(this.serviceClass.id, this.serviceClass.device, workerUnits(this.executable))
+      for (const [key, u] of this.units) this.billing.set(key, new WallBilling(u.input.length / u.inputDim))
     } catch (err) {
       throw workerError(err, 'FW_ERR_RUNTIME_MODEL_LOAD')
     }
@@ -71,8 +82,8 @@ export class InlinePool implements BatchPool {
       off += p.input.length
     }
     try {
-      const r = runUnit(unit, task.rows, this.threadCpuNs)
-      return Promise.resolve({ output: r.output, inferenceNs: r.inferenceNs, cpuNs: r.cpuNs })
+      const r = runUnit(unit, task.rows, null)
+      return Promise.resolve({ output: r.output, inferenceNs: r.inferenceNs, cpuNs: this.billing.get(task.unit)?.bill(task.rows, r.inferenceNs) ?? r.inferenceNs })
     } catch (err) {
       return Promise.reject(workerError(err, 'FW_ERR_RUNTIME_INFERENCE_FAILED'))
     }
