@@ -528,7 +528,12 @@ function pairedTable (servers: readonly ServerName[], windows: readonly PairWind
     ? others.map((s) => {
       const rs = cycles.map((c) => (get(c, s)?.cpu_us_per_request ?? NaN) / (get(c, 'bare')?.cpu_us_per_request ?? NaN)).filter(Number.isFinite)
       const inw = cycles.map((c) => (get(c, s)?.in_window_cpu_us_per_request ?? NaN) / (get(c, 'bare')?.in_window_cpu_us_per_request ?? NaN)).filter(Number.isFinite)
-      return `${s} vs bare over ${rs.length} cycles: median **${median(rs).toFixed(2)}x** (range ${Math.min(...rs).toFixed(2)}–${Math.max(...rs).toFixed(2)}); in-window CPU only: median ${median(inw).toFixed(2)}x`
+      // Every second of a server's CPU falls in exactly one of its charged windows, so the totals are whole.
+      const total = (name: ServerName): number => {
+        const ws = windows.filter((w) => w.server === name && Number.isFinite(w.cpu_us_per_request))
+        return ws.reduce((a, w) => a + w.cpu_us_per_request * w.responses, 0) / ws.reduce((a, w) => a + w.responses, 0)
+      }
+      return `${s} vs bare over ${rs.length} cycles: median **${median(rs).toFixed(2)}x** (range ${Math.min(...rs).toFixed(2)}–${Math.max(...rs).toFixed(2)}); all cycles together ${(total(s) / total('bare')).toFixed(2)}x (${f1(total(s))} vs ${f1(total('bare'))} us/req); in-window CPU only: median ${median(inw).toFixed(2)}x`
     })
     : []
   return { headers, rows, summary }
