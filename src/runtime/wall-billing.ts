@@ -5,7 +5,8 @@
 // batch cost 6.4 µs per request (see inline-pool.ts), so its wall time is
 // billed instead. Wall time includes any preemption by the kernel, which is
 // not the tenant's work: in one run at 2,000 req/s, 1.6% of the batches took
-// over twice their CPU time and added 12% to the total. So a batch is billed
+// more than twice their CPU time + 20 µs, and their excess added 12% to the
+// total. So a batch is billed
 // at most CAP × the running average of batches with the same row count, plus
 // SLACK_NS for timer jitter on tiny batches. Measured against the CPU clock
 // over the same batches (two runs of ~31,000): capped wall 3.6% and 3.3% below CPU time,
