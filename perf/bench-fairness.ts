@@ -17,7 +17,7 @@
 import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs'
 import { cpus } from 'node:os'
 import { dirname, join } from 'node:path'
-import { ADMIN, platform, ROOT, startBaseline, startFairway, stop, type Server } from './bench-platform.js'
+import { ADMIN, median, platform, ROOT, startBaseline, startFairway, stop, type Server } from './bench-platform.js'
 import { cliChoice, cliNumber, parseCli } from './cli-args.js'
 import { runLoad, type FlowSpec, type LoadResult, type Scenario } from './loadgen.js'
 
@@ -68,7 +68,6 @@ function scenario (url: string, flows: FlowSpec[], durationS = PHASE_S, connecti
   return { target: url, duration_s: durationS, warmup_s: 1, threads: 1, connections, timeout_ms: 30_000, seed: 11, flows }
 }
 
-const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)] ?? NaN }
 const tenantOf = (r: LoadResult, name: string) => r.tenants.find((t) => t.name === name)
 const quiet = { progress: false }
 

@@ -107,6 +107,13 @@ export async function stop (s: Server): Promise<void> {
   await done
 }
 
+/** The median (the mean of the middle two for an even count); NaN for none. */
+export function median (xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b)
+  const n = s.length
+  return n === 0 ? NaN : n % 2 === 1 ? (s[(n - 1) / 2] ?? NaN) : ((s[n / 2 - 1] ?? NaN) + (s[n / 2] ?? NaN)) / 2
+}
+
 /** CPU model and core count, for the header of every benchmark's results. */
 export function machine (): string {
   return `${cpus()[0]?.model ?? 'unknown CPU'}, ${availableParallelism()} cores, ${process.platform} ${process.arch}`

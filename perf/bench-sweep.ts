@@ -23,7 +23,7 @@
 
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join, relative } from 'node:path'
-import { appendResults, machine, platform, ROOT, runMain, startBaseline, startFairway, stop } from './bench-platform.js'
+import { appendResults, machine, median, platform, ROOT, runMain, startBaseline, startFairway, stop } from './bench-platform.js'
 import { cliFail, parseCli } from './cli-args.js'
 import { renderTable, runLoad, type Arrival, type Encoding, type LoadResult, type Protocol, type Scenario } from './loadgen.js'
 import { errorText, renderHtml } from './report-html.js'
@@ -159,11 +159,6 @@ async function sweep (url: string, k: Knobs): Promise<Step[]> {
   return steps
 }
 
-function median (xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b)
-  return s[Math.floor(s.length / 2)] ?? NaN
-}
-
 function f2 (x: number): string {
   return Number.isFinite(x) ? x.toFixed(2) : '-'
 }
@@ -257,7 +252,8 @@ async function main (): Promise<number> {
 
   const p99s = runs.map((r) => r.step.p99Ms)
   const medianP99 = median(p99s)
-  const medianRun = runs.find((r) => r.step.p99Ms === medianP99) ?? runs[0]
+  // The run nearest the median (with an even count of runs the median is between two).
+  const medianRun = runs.reduce<typeof runs[number] | undefined>((best, r) => best === undefined || Math.abs(r.step.p99Ms - medianP99) < Math.abs(best.step.p99Ms - medianP99) ? r : best, undefined)
   const command = `node dist/perf/bench-sweep.js${process.argv.length > 2 ? ' ' + process.argv.slice(2).join(' ') : ''}`
   const jsonFile = join(outDir, `sweep-${stamp}.json`)
   const htmlFile = join(outDir, `sweep-${stamp}.html`)

@@ -22,7 +22,7 @@ import { execFileSync, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { dirname, join, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { appendResults, BASELINE_MODEL, machine, ROOT, runMain, spawnServer, startBaseline } from './bench-platform.js'
+import { appendResults, BASELINE_MODEL, machine, median, ROOT, runMain, spawnServer, startBaseline } from './bench-platform.js'
 import { cliFail, parseCli } from './cli-args.js'
 import { renderTable, runLoad, type LoadResult, type Scenario } from './loadgen.js'
 
@@ -504,12 +504,6 @@ async function pairedCpu (servers: readonly ServerName[], k: Knobs, configs: Fai
   } finally {
     for (const r of running) await stopServer(r)
   }
-}
-
-function median (xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b)
-  const n = s.length
-  return n === 0 ? NaN : n % 2 === 1 ? (s[(n - 1) / 2] ?? NaN) : ((s[n / 2 - 1] ?? NaN) + (s[n / 2] ?? NaN)) / 2
 }
 
 /** The paired cycles as a table (one row per cycle) and a summary line per server. */
