@@ -472,34 +472,30 @@ async function pairedCpu (servers: readonly ServerName[], k: Knobs, configs: Fai
       running.push(r)
       await smokeTest(s, r.url, isFairway(s) ? key : undefined)
     }
-    const scenario = (i: number, d: number): Scenario => scenarioFor(running[i]?.url ?? '', isFairway(servers[i] ?? 'bare') ? key : undefined, k.fixedRate, d, 0, k, transportOf(servers[i] ?? 'bare'))
-    // One unrecorded window each first: JIT, sessions and connections warm.
-    for (const i of servers.keys()) await runLoad(scenario(i, 5), { progress: false })
-    const windows: PairWindow[] = []
-    const open: Array<{ w: PairWindow, cpu0: number } | null> = servers.map(() => null)
-    const close = (i: number, pid: number): void => {
-      const o = open[i]
-      if (o !== null && o !== undefined && o.w.responses > 0) o.w.cpu_us_per_request = (cpuMs(pid) - o.cpu0) * 1000 / o.w.responses
+    // Each server with its window still being charged (from cpu0 until its next window starts).
+    const entries = servers.map((name, i) => ({ name, r: running[i] as Running, open: null as { w: PairWindow, cpu0: number } | null }))
+    const scenario = (e: typeof entries[number], d: number): Scenario => scenarioFor(e.r.url, isFairway(e.name) ? key : undefined, k.fixedRate, d, 0, k, transportOf(e.name))
+    const close = (e: typeof entries[number]): void => {
+      if (e.open !== null && e.open.w.responses > 0) e.open.w.cpu_us_per_request = (cpuMs(e.r.pid) - e.open.cpu0) * 1000 / e.open.w.responses
     }
+    // One unrecorded window each first: JIT, sessions and connections warm.
+    for (const e of entries) await runLoad(scenario(e, 5), { progress: false })
+    const windows: PairWindow[] = []
     for (let c = 1; c <= cycles; c++) {
-      const order = c % 2 === 1 ? [...servers.keys()] : [...servers.keys()].reverse()
-      for (const i of order) {
-        const r = running[i]
-        const name = servers[i]
-        if (r === undefined || name === undefined) continue
-        close(i, r.pid)
-        const cpu0 = cpuMs(r.pid)
-        const m = await measure(r.pid, scenario(i, durationS))
+      for (const e of c % 2 === 1 ? entries : [...entries].reverse()) {
+        close(e)
+        const cpu0 = cpuMs(e.r.pid)
+        const m = await measure(e.r.pid, scenario(e, durationS))
         const t = m.result.total
-        const w: PairWindow = { cycle: c, server: name, responses: t.responses, cpu_us_per_request: NaN, in_window_cpu_us_per_request: t.responses === 0 ? NaN : m.serverCpuMs * 1000 / t.responses, other_cores: m.otherCpuMs / (durationS * 1000) }
+        const w: PairWindow = { cycle: c, server: e.name, responses: t.responses, cpu_us_per_request: NaN, in_window_cpu_us_per_request: t.responses === 0 ? NaN : m.serverCpuMs * 1000 / t.responses, other_cores: m.otherCpuMs / (durationS * 1000) }
         windows.push(w)
-        open[i] = { w, cpu0 }
-        process.stderr.write(`  cycle ${c} ${name}: ${t.responses} responses, in-window CPU ${f1(w.in_window_cpu_us_per_request)} us/req, other ${f2(w.other_cores)} cores\n`)
+        e.open = { w, cpu0 }
+        process.stderr.write(`  cycle ${c} ${e.name}: ${t.responses} responses, in-window CPU ${f1(w.in_window_cpu_us_per_request)} us/req, other ${f2(w.other_cores)} cores\n`)
       }
     }
     // The last windows are charged over one more window's length, as the others were.
     await new Promise((r) => setTimeout(r, durationS * 1000 * Math.max(1, servers.length - 1)))
-    for (const [i, r] of running.entries()) close(i, r.pid)
+    for (const e of entries) close(e)
     return windows
   } finally {
     for (const r of running) await stopServer(r)

@@ -74,8 +74,8 @@ export async function startServer (opts: StartOptions): Promise<RunningServer> {
     // that while workers may still widen theirs.
     const allowed = new Set(cpus().map((_c, i) => i))
     const problems: Array<{ path: string, message: string }> = []
-    const check = (path: string, cpus: readonly number[]): void => {
-      const missing = cpus.filter((c) => !allowed.has(c))
+    const check = (path: string, set: readonly number[]): void => {
+      const missing = set.filter((c) => !allowed.has(c))
       if (missing.length > 0) problems.push({ path, message: `CPU ${missing.join(', ')} is not online on this machine (it has CPUs 0..${allowed.size - 1})` })
     }
     check('$.server.cpus', opts.config.server.cpus)

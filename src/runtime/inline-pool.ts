@@ -15,8 +15,7 @@
 // Billing: a worker bills its thread's CPU time, read in the worker, where
 // the clock costs the gateway nothing. Here it would be read on the gateway
 // thread, twice per batch, and `CLOCK_THREAD_CPUTIME_ID` has no vDSO: each
-// read is a syscall (~0.9 µs in a loop on this VM, and with pti but no pcid
-// each one flushes the TLB). In paired cycles at 2,000 req/s the two reads
+// read is a syscall (~0.9 µs in a loop on this VM). In paired cycles at 2,000 req/s the two reads
 // cost 6.4 µs per request, 3% of the whole process (perf/RESULTS.md,
 // session 16). So an inline batch is billed its wall time (performance.now,
 // a vDSO read that the latency figures take anyway), capped against
@@ -39,9 +38,8 @@ export class InlinePool implements BatchPool {
   readonly capacity = 1
   readonly runsOnCaller = true
   private readonly executable: readonly ExecutableUnit[]
-  private units = new Map<string, LoadedUnit>()
-  /** Per unit: what its batches are billed (wall time, capped against preemption). */
-  private readonly billing = new Map<string, WallBilling>()
+  /** Per unit: its session and buffers, and what its batches are billed (wall time, capped against preemption). */
+  private units = new Map<string, { readonly loaded: LoadedUnit, readonly billing: WallBilling }>()
   private readonly affinity = loadAffinity()
   private closing = false
 
@@ -52,8 +50,8 @@ export class InlinePool implements BatchPool {
 
   async start (): Promise<PingResult[]> {
     try {
-      this.units = loadUnits(this.serviceClass.id, this.serviceClass.device, workerUnits(this.executable))
-      for (const [key, u] of this.units) this.billing.set(key, new WallBilling(u.input.length / u.inputDim))
+      const loaded = loadUnits(this.serviceClass.id, this.serviceClass.device, workerUnits(this.executable))
+      this.units = new Map([...loaded].map(([key, u]) => [key, { loaded: u, billing: new WallBilling(u.input.length / u.inputDim) }]))
     } catch (err) {
       throw workerError(err, 'FW_ERR_RUNTIME_MODEL_LOAD')
     }
@@ -66,13 +64,13 @@ export class InlinePool implements BatchPool {
     // the poll phase that read the batch's requests (so a burst read in one
     // poll phase is one batch), and it starts the next batch in a later loop
     // turn (`runsOnCaller`). A deferral here cost a whole extra loop turn per
-    // batch: an epoll_pwait syscall, which on this VM (pti, no pcid) flushes
-    // the TLB, plus libuv's and uWS's per-turn hooks.
+    // batch: an epoll_pwait syscall plus libuv's and uWS's per-turn hooks.
     // The clocks start inside runUnit, so only the inference is billed.
-    const unit = this.units.get(task.unit)
-    if (this.closing || unit === undefined) {
+    const entry = this.units.get(task.unit)
+    if (this.closing || entry === undefined) {
       return Promise.reject(new FairwayError('FW_ERR_RUNTIME_INFERENCE_FAILED', [`class ${this.serviceClass.id} cannot take a batch of ${task.rows} row(s) of ${task.unit} now`]))
     }
+    const unit = entry.loaded
     let off = 0
     for (const p of task.parts) {
       if (off + p.input.length > unit.input.length) {
@@ -83,7 +81,7 @@ export class InlinePool implements BatchPool {
     }
     try {
       const r = runUnit(unit, task.rows, null)
-      return Promise.resolve({ output: r.output, inferenceNs: r.inferenceNs, cpuNs: this.billing.get(task.unit)?.bill(task.rows, r.inferenceNs) ?? r.inferenceNs })
+      return Promise.resolve({ output: r.output, inferenceNs: r.inferenceNs, cpuNs: entry.billing.bill(task.rows, r.inferenceNs) })
     } catch (err) {
       return Promise.reject(workerError(err, 'FW_ERR_RUNTIME_INFERENCE_FAILED'))
     }
