@@ -118,6 +118,10 @@ async function noisyNeighbour (s: Server): Promise<Record<string, unknown>> {
         aggressor_rejected_429: agg?.status['429'] ?? 0,
         aggressor_client_reject_p50_us: agg?.error_latency_us.p50 ?? NaN,
         aggressor_client_reject_p99_us: agg?.error_latency_us.p99 ?? NaN,
+        // The host's share of the phases (perf/cpu-steal.ts): a ratio taken
+        // across phases with different steal compares two machines.
+        steal_alone_pct: ((before.machine_steal_pct ?? NaN) + (after.machine_steal_pct ?? NaN)) / 2,
+        steal_with_pct: during.machine_steal_pct ?? NaN,
       })
     }
   } finally {
@@ -192,7 +196,7 @@ async function heavyVsLight (s: Server): Promise<Record<string, unknown>> {
     const [busy] = await Promise.all([runLoad(scenario(s.url, light), quiet), runLoad(scenario(s.url, [heavy]), quiet)])
     const pi = tenantOf(idle, 'v1')?.latency_us.p99 ?? NaN
     const pb = tenantOf(busy, 'v1')?.latency_us.p99 ?? NaN
-    reps.push({ light_p99_heavy_idle_us: pi, light_p99_heavy_saturated_us: pb, ratio: pb / pi })
+    reps.push({ light_p99_heavy_idle_us: pi, light_p99_heavy_saturated_us: pb, ratio: pb / pi, steal_idle_pct: idle.machine_steal_pct ?? NaN, steal_saturated_pct: busy.machine_steal_pct ?? NaN })
   }
   return { repetitions: reps, median_ratio: median(reps.map((r) => r.ratio ?? NaN)) }
 }
@@ -253,6 +257,7 @@ function resultsSection (r: Record<string, unknown>): string {
   type Reps = { repetitions: Array<Record<string, number>> } & Record<string, unknown>
   const ms = (us: number | undefined): string => ((us ?? NaN) / 1000).toFixed(2)
   const x2 = (v: unknown): string => typeof v === 'number' ? v.toFixed(2) : '-'
+  const pct = (v: number | undefined): string => v === undefined || Number.isNaN(v) ? '-' : `${v.toFixed(1)}%`
   const out = [
     `\n## Fairness (issue #3), ${String(r.date)}`, '',
     `- machine: ${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} vCPUs, ${process.platform} ${process.arch}; Node ${process.version}; load generator on the same machine`,
@@ -262,9 +267,9 @@ function resultsSection (r: Record<string, unknown>): string {
   const nn = r.noisy_neighbour as Reps | undefined
   if (nn !== undefined) {
     out.push('### Noisy neighbour (victims v1, v2 at 300 req/s each, within their 400 req/s quota; aggressor at 3,000 req/s = 10x its 300 req/s quota)', '',
-      '| rep | victim p50 alone / with (ms) | victim p99 alone / with (ms) | p99 ratio | floor: victim p99 with the aggressor on bare-server --refuse (ms) | floor ratio | victim service p99 alone / with (ms) | victim send lag p99 alone / with (ms) | victim errors | aggressor 429s | aggressor refusal p99 at the client (ms) |',
-      '|---|---|---|---|---|---|---|---|---|---|---|')
-    nn.repetitions.forEach((x, i) => out.push(`| ${i + 1} | ${ms(x.victim_p50_alone_us)} / ${ms(x.victim_p50_with_us)} | ${ms(x.victim_p99_alone_us)} / ${ms(x.victim_p99_with_us)} | ${x2(x.p99_ratio)} | ${ms(x.victim_p99_floor_us)} | ${x2(x.floor_p99_ratio)} | ${ms(x.victim_service_p99_alone_us)} / ${ms(x.victim_service_p99_with_us)} | ${ms(x.victim_send_lag_p99_alone_us)} / ${ms(x.victim_send_lag_p99_with_us)} | ${x.victim_errors ?? '-'} | ${x.aggressor_rejected_429 ?? '-'} | ${ms(x.aggressor_client_reject_p99_us)} |`))
+      '| rep | victim p50 alone / with (ms) | victim p99 alone / with (ms) | p99 ratio | floor: victim p99 with the aggressor on bare-server --refuse (ms) | floor ratio | victim service p99 alone / with (ms) | victim send lag p99 alone / with (ms) | victim errors | aggressor 429s | aggressor refusal p99 at the client (ms) | hypervisor steal alone / with |',
+      '|---|---|---|---|---|---|---|---|---|---|---|---|')
+    nn.repetitions.forEach((x, i) => out.push(`| ${i + 1} | ${ms(x.victim_p50_alone_us)} / ${ms(x.victim_p50_with_us)} | ${ms(x.victim_p99_alone_us)} / ${ms(x.victim_p99_with_us)} | ${x2(x.p99_ratio)} | ${ms(x.victim_p99_floor_us)} | ${x2(x.floor_p99_ratio)} | ${ms(x.victim_service_p99_alone_us)} / ${ms(x.victim_service_p99_with_us)} | ${ms(x.victim_send_lag_p99_alone_us)} / ${ms(x.victim_send_lag_p99_with_us)} | ${x.victim_errors ?? '-'} | ${x.aggressor_rejected_429 ?? '-'} | ${ms(x.aggressor_client_reject_p99_us)} | ${pct(x.steal_alone_pct)} / ${pct(x.steal_with_pct)} |`))
     const spread = nn.p99_ratio_spread as number[]
     out.push('', `Median victim p99 ratio **${x2(nn.median_p99_ratio)}** (spread ${x2(spread[0])}–${x2(spread[1])}; goal ≤ 1.10), median p50 ratio ${x2(nn.median_p50_ratio)}, median service-time p99 ratio ${x2(nn.median_service_p99_ratio)}. Floor (the same aggressor against a separate process that only refuses): median ratio ${x2(nn.median_floor_p99_ratio)}; fairway's ratio over the floor's, median per repetition, ${x2(nn.median_p99_ratio_over_floor)}. Victim errors **${String(nn.victim_errors_total)}** (goal 0). Aggressor refusals inside the server, arrival to response written: p50 **${Number(nn.server_refusal_p50_us).toFixed(0)} µs**, p99 **${Number(nn.server_refusal_p99_us).toFixed(0)} µs** over ${String(nn.server_refusals)} refusals (goal p99 < 1 ms).`, '')
   }
@@ -279,8 +284,8 @@ function resultsSection (r: Record<string, unknown>): string {
     const h = r[key] as Reps | undefined
     if (h === undefined) continue
     out.push(`### Heavy vs light, ${label} (light tenant at 300 req/s on tiny-classifier; heavy class idle vs driven at 1,000 req/s)`, '',
-      '| rep | light p99 heavy idle (ms) | light p99 heavy saturated (ms) | ratio |', '|---|---|---|---|')
-    h.repetitions.forEach((x, i) => out.push(`| ${i + 1} | ${ms(x.light_p99_heavy_idle_us)} | ${ms(x.light_p99_heavy_saturated_us)} | ${x2(x.ratio)} |`))
+      '| rep | light p99 heavy idle (ms) | light p99 heavy saturated (ms) | ratio | hypervisor steal idle / saturated |', '|---|---|---|---|---|')
+    h.repetitions.forEach((x, i) => out.push(`| ${i + 1} | ${ms(x.light_p99_heavy_idle_us)} | ${ms(x.light_p99_heavy_saturated_us)} | ${x2(x.ratio)} | ${pct(x.steal_idle_pct)} / ${pct(x.steal_saturated_pct)} |`))
     out.push('', `Median ratio **${x2(h.median_ratio)}** (goal ≤ 1.2).`, '')
   }
   const b = r.batching as Record<string, { ok_rps: number, p50_us: number, p99_us: number, errors: number }> & { throughput_ratio_on_vs_off?: number } | undefined

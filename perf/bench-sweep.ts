@@ -80,6 +80,8 @@ interface Step {
   lagP99Ms: number
   /** Cores' worth of CPU the generator used over the step (warmup included). */
   generatorCores: number
+  /** Hypervisor steal over the measured period, % of all cores' time; null off Linux. */
+  stealPct: number | null
   errors: string
 }
 
@@ -116,12 +118,13 @@ function stepOf (rate: number, r: LoadResult, p99Bound: number): Step {
     p99Ms,
     lagP99Ms: t.send_lag_us.p99 / 1000,
     generatorCores: (cpu.user + cpu.system) / ((r.duration_s + r.warmup_s) * 1000),
+    stealPct: r.machine_steal_pct,
     errors: errorText(t),
   }
 }
 
 function logStep (label: string, s: Step): void {
-  process.stderr.write(`  ${label} ${String(s.rate).padStart(6)}/s: ${s.pass ? 'pass' : `FAIL (${s.why})`}  2xx ${s.throughput.toFixed(0)}/s  p50 ${s.p50Ms.toFixed(2)} ms  p99 ${s.p99Ms.toFixed(2)} ms  lag p99 ${s.lagP99Ms.toFixed(2)} ms  generator ${s.generatorCores.toFixed(2)} cores${s.errors === '-' ? '' : `  [${s.errors}]`}\n`)
+  process.stderr.write(`  ${label} ${String(s.rate).padStart(6)}/s: ${s.pass ? 'pass' : `FAIL (${s.why})`}  2xx ${s.throughput.toFixed(0)}/s  p50 ${s.p50Ms.toFixed(2)} ms  p99 ${s.p99Ms.toFixed(2)} ms  lag p99 ${s.lagP99Ms.toFixed(2)} ms  generator ${s.generatorCores.toFixed(2)} cores  steal ${pct(s.stealPct)}${s.errors === '-' ? '' : `  [${s.errors}]`}\n`)
 }
 
 /**
@@ -157,6 +160,11 @@ async function sweep (url: string, k: Knobs): Promise<Step[]> {
     else hi = mid
   }
   return steps
+}
+
+/** A steal figure: '1.2%', or '-' where unknown. */
+function pct (x: number | null): string {
+  return x === null ? '-' : `${x.toFixed(1)}%`
 }
 
 function f2 (x: number): string {
@@ -260,10 +268,10 @@ async function main (): Promise<number> {
   writeFileSync(jsonFile, JSON.stringify({ started_at: started.toISOString(), machine: machine(), node: process.version, command, server: serverName, knobs: k, cost, steps, saturation, target, runs: runs.map((r) => r.step), median_p99_ms: medianP99, median_run: medianRun?.result }, null, 2) + '\n')
   if (medianRun !== undefined) writeFileSync(htmlFile, renderHtml(medianRun.result))
 
-  const headers = ['offered/s', 'result', '2xx/s', '2xx %', 'p50 ms', 'p99 ms', 'lag p99 ms', 'generator cores', 'errors']
-  const rows = [...steps].sort((a, b) => a.rate - b.rate).map((s) => [String(s.rate), s.pass ? 'pass' : `FAIL (${s.why})`, s.throughput.toFixed(0), s.okPct.toFixed(1), f2(s.p50Ms), f2(s.p99Ms), f2(s.lagP99Ms), f2(s.generatorCores), s.errors])
+  const headers = ['offered/s', 'result', '2xx/s', '2xx %', 'p50 ms', 'p99 ms', 'lag p99 ms', 'generator cores', 'steal', 'errors']
+  const rows = [...steps].sort((a, b) => a.rate - b.rate).map((s) => [String(s.rate), s.pass ? 'pass' : `FAIL (${s.why})`, s.throughput.toFixed(0), s.okPct.toFixed(1), f2(s.p50Ms), f2(s.p99Ms), f2(s.lagP99Ms), f2(s.generatorCores), pct(s.stealPct), s.errors])
   const verdict = medianP99 < GOAL_P99_MS ? 'met' : 'missed'
-  const headline = `p99 at 50% of saturation (${target} req/s): median ${f2(medianP99)} ms over ${runs.length} run(s) (${p99s.map(f2).join(', ')} ms); goal < ${GOAL_P99_MS} ms: ${verdict}`
+  const headline = `p99 at 50% of saturation (${target} req/s): median ${f2(medianP99)} ms over ${runs.length} run(s) (${p99s.map(f2).join(', ')} ms; hypervisor steal ${runs.map((r) => pct(r.step.stealPct)).join(', ')}); goal < ${GOAL_P99_MS} ms: ${verdict}`
   console.log(`\n${renderTable(headers, rows, (c) => c !== 1 && c !== headers.length - 1)}\n\nsaturation: ${saturation.toFixed(0)} 2xx/s\n${headline}\nfull results: ${relative(process.cwd(), jsonFile)}\nreport (median run): ${relative(process.cwd(), htmlFile)}`)
 
   if (!values['no-results']) {

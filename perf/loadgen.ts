@@ -26,7 +26,8 @@ import {
   type FlowCounters, type FlowSpec, type MainMessage, type Sample, type Scenario, type WorkerFlow, type WorkerFlowResult, type WorkerInit, type WorkerMessage,
 } from './loadgen-common.js'
 import { cliNumber, parseCli } from './cli-args.js'
-import { ms, renderHtml, resultRows } from './report-html.js'
+import { readCpuTicks, stealPct, type CpuTicks } from './cpu-steal.js'
+import { ms, renderHtml, resultRows, stealNote } from './report-html.js'
 
 export type { Scenario, FlowSpec, PhaseSpec, Sample, Arrival, Encoding, Protocol } from './loadgen-common.js'
 
@@ -108,6 +109,8 @@ export interface Timeline {
   /** Seconds from the start of the measured period to bucket 0: -warmup_s. */
   start_s: number
   flows: TimelineSeries[]
+  /** Hypervisor steal, % of all cores' time, per second (the same buckets as the flows'); null where unknown (off Linux). */
+  steal_pct: Array<number | null>
 }
 
 export interface LoadResult {
@@ -122,6 +125,11 @@ export interface LoadResult {
   total: GroupResult
   /** CPU time of the generator process over the whole run (ms). */
   generator_cpu_ms: { user: number, system: number }
+  /**
+   * Hypervisor steal over the measured period, % of all cores' time (perf/cpu-steal.ts);
+   * null off Linux. A high figure means the tail was the host's, not the server's.
+   */
+  machine_steal_pct: number | null
   /** Per-second throughput and latency by completion time, warmup and drain included. */
   timeline: Timeline
   scenario: Scenario
@@ -444,18 +452,44 @@ export async function runLoad (scenarioIn: Scenario, options: RunOptions = {}): 
   // response in) a moment before the main thread's end-of-period timer fires.
   let started = false
   let ended = false
+  let stealFrom: CpuTicks | null = null
+  let stealTo: CpuTicks | null = null
   const measureStart = (): void => {
     if (started) return
     started = true
+    stealFrom = readCpuTicks()
     options.onMeasureStart?.()
   }
   const measureEnd = (): void => {
     if (ended) return
     measureStart()
     ended = true
+    stealTo = readCpuTicks()
     options.onMeasureEnd?.()
   }
+  // Steal per second of the run: /proc/stat read every 100 ms (~20 µs each,
+  // on this thread, not the senders'), each interval's ticks added to the
+  // second its midpoint falls in, as the workers bucket completions.
+  const stealBuckets: CpuTicks[] = []
+  function sampleSteal (startAt: number): void {
+    let prevAt = nowMs()
+    let prev = readCpuTicks()
+    if (prev === null) return
+    timers.push(setInterval(() => {
+      const at = nowMs()
+      const cur = readCpuTicks()
+      if (cur === null || prev === null) return
+      const sec = Math.max(0, Math.floor(((prevAt + at) / 2 - startAt) / 1000))
+      for (let k = stealBuckets.length; k <= sec; k++) stealBuckets.push({ steal: 0, total: 0 })
+      const b = stealBuckets[sec] as CpuTicks
+      b.steal += cur.steal - prev.steal
+      b.total += cur.total - prev.total
+      prev = cur
+      prevAt = at
+    }, 100))
+  }
   function startClock (startAt: number): void {
+    sampleSteal(startAt)
     const measureAt = startAt + warmupS * 1000
     const endAt = measureAt + durationS * 1000
     timers.push(setTimeout(measureStart, Math.max(0, measureAt - nowMs())))
@@ -529,9 +563,11 @@ export async function runLoad (scenarioIn: Scenario, options: RunOptions = {}): 
     tenants: [...tenants.values()].map((g) => groupResult(g, durationS)),
     total: groupResult(total, durationS),
     generator_cpu_ms: { user: Math.round(cpu.user / 1000), system: Math.round(cpu.system / 1000) },
+    machine_steal_pct: stealPct(stealFrom, stealTo),
     timeline: {
       start_s: -warmupS,
       flows: scenario.flows.map((f, i) => mergeTimeline(f.name, done.flatMap((d) => d.flows.slice(i, i + 1).map((r) => r.timeline)))),
+      steal_pct: stealBuckets.map((b) => b.total > 0 ? 100 * b.steal / b.total : null),
     },
     scenario,
   }
@@ -561,7 +597,8 @@ export function renderTable (headers: string[], rows: string[][], rightAlign: (c
 /** Readable summary: one row per flow, then per tenant (when they differ) and the total. */
 export function formatTable (r: LoadResult): string {
   const { title, headers, rows } = resultRows(r)
-  return `${title}\n${renderTable(headers, rows, (c) => c > 0 && c < headers.length - 1)}`
+  const steal = stealNote(r)
+  return `${title}\n${renderTable(headers, rows, (c) => c > 0 && c < headers.length - 1)}${steal === '' ? '' : `\n${steal}`}`
 }
 
 // ---- CLI ----

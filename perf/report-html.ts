@@ -237,6 +237,22 @@ function throughputOverTime (r: LoadResult): string {
   return lineChart('Throughput: 2xx responses per second (errors dotted)', axis, y, series, bands)
 }
 
+/** Machine steal per second; results written before steal was recorded have none. */
+function stealOverTime (r: LoadResult): string {
+  const steal = r.timeline.steal_pct as LoadResult['timeline']['steal_pct'] | undefined
+  if (steal === undefined || steal.every((v) => v === null)) return '<p class="note">No steal figures (not Linux, or a result from before they were recorded).</p>'
+  const { axis, bands, at } = timeAxis(r)
+  const points: Array<[number, number]> = steal.map((v, k) => [at(k), v ?? NaN])
+  const y = linearAxis(Math.max(5, ...points.map((p) => Number.isNaN(p[1]) ? 0 : p[1])), '% of all cores\' time')
+  return lineChart('Hypervisor steal per second (from /proc/stat): time the VM was ready to run but the host ran something else', axis, y, [{ name: 'steal %', color: '#7f7f7f', points }], bands)
+}
+
+/** The steal sentence of a report; '' when unknown. */
+export function stealNote (r: LoadResult): string {
+  const v = r.machine_steal_pct as number | null | undefined
+  return v === null || v === undefined ? '' : `Hypervisor steal over the measured period: ${v.toFixed(1)}% of all cores' time (a core taken away for milliseconds delays every request in flight on it).`
+}
+
 function htmlTable (headers: string[], rows: string[][]): string {
   return `<table><thead><tr>${headers.map((h) => `<th>${esc(h)}</th>`).join('')}</tr></thead><tbody>${rows.map((r) => `<tr>${r.map((c, i) => `<td${i > 0 && i < headers.length - 1 ? ' class="n"' : ''}>${esc(c)}</td>`).join('')}</tr>`).join('')}</tbody></table>`
 }
@@ -263,7 +279,7 @@ export function renderHtml (r: LoadResult): string {
 <html lang="en"><head><meta charset="utf-8"><title>loadgen ${esc(r.started_at)}</title><style>${STYLE}</style></head><body>
 <h1>Load generator report, ${esc(r.started_at)}</h1>
 <p>${esc(title)}.</p>
-<p class="note">Open loop: every request was sent at its intended time from the arrival schedule whether or not earlier ones had been answered, and latency is measured from that intended time, so a stall (server, connection or generator) is charged to every request it delayed. "lag" is how late the generator sent; "svc" is latency from when the request was written to a connection (what a closed-loop tool reports). WebSocket messages that found all connections at 256 in flight waited in the generator ("local waits"); the wait is in their latency. Generator CPU over the run: ${cpu.user} ms user, ${cpu.system} ms system.</p>
+<p class="note">Open loop: every request was sent at its intended time from the arrival schedule whether or not earlier ones had been answered, and latency is measured from that intended time, so a stall (server, connection or generator) is charged to every request it delayed. "lag" is how late the generator sent; "svc" is latency from when the request was written to a connection (what a closed-loop tool reports). WebSocket messages that found all connections at 256 in flight waited in the generator ("local waits"); the wait is in their latency. Generator CPU over the run: ${cpu.user} ms user, ${cpu.system} ms system. ${esc(stealNote(r))}</p>
 <h2>Results</h2>
 ${htmlTable(headers, rows)}
 <h2>Details</h2>
@@ -274,6 +290,8 @@ ${distributionChart('Latency by percentile (2xx, measured period)', groups)}
 ${latencyOverTime(r)}
 <h2>Throughput over time</h2>
 ${throughputOverTime(r)}
+<h2>Machine steal over time</h2>
+${stealOverTime(r)}
 <h2>Scenario</h2>
 <pre>${esc(JSON.stringify(r.scenario, null, 2))}</pre>
 </body></html>

@@ -92,6 +92,9 @@ t.test('constant arrivals: rate x duration requests, evenly spaced, merged acros
   t.equal(srv.arrivals.length, f.sent, 'the server saw exactly the requests the generator counted')
   t.equal(f.offered_rate, rate)
   t.equal(f.latency_us.count, f.ok, 'one latency per 2xx response')
+  // Steal (perf/cpu-steal.ts): this suite runs on Linux, where /proc/stat has it.
+  t.ok(r.machine_steal_pct !== null && r.machine_steal_pct >= 0 && r.machine_steal_pct <= 100, `steal over the measured period is a percentage (${String(r.machine_steal_pct)})`)
+  t.ok(r.timeline.steal_pct.length >= 1 && r.timeline.steal_pct.every((v) => v === null || (v >= 0 && v <= 100)), 'steal per second: percentages, one per second of the run')
 
   // The two threads' schedules interleave into one evenly spaced stream.
   const intended = r.samples.map((s) => s.intendedMs)
@@ -244,13 +247,19 @@ t.test('HTML report: self-contained, one <svg> per plot, flow names, the result 
     flows: [flowResult('alpha-http-flow', 'http'), flowResult('beta-ws-flow', 'websocket')],
     tenants: [group('acme')], total: group('total'),
     generator_cpu_ms: { user: 10, system: 5 },
-    timeline: { start_s: -1, flows: [series('alpha-http-flow'), series('beta-ws-flow')] },
+    machine_steal_pct: 12.5,
+    timeline: { start_s: -1, flows: [series('alpha-http-flow'), series('beta-ws-flow')], steal_pct: [0, 3, null, 40] },
     scenario: { target, duration_s: 3, flows: [flow({ name: 'alpha-http-flow' }), flow({ name: 'beta-ws-flow', protocol: 'websocket' })] },
   }
   const html = renderHtml(result)
   t.match(html, /^<!doctype html>/)
-  t.equal(html.match(/<svg\b/g)?.length, 3, 'one <svg> per plot: distribution, latency over time, throughput over time')
-  t.equal(html.match(/<\/svg>/g)?.length, 3)
+  t.equal(html.match(/<svg\b/g)?.length, 4, 'one <svg> per plot: distribution, latency over time, throughput over time, steal over time')
+  t.equal(html.match(/<\/svg>/g)?.length, 4)
+  t.ok(html.includes('Hypervisor steal over the measured period: 12.5%'), 'states the run\'s steal')
+  // A result without steal figures (off Linux, or written before they were recorded) has no steal plot.
+  const bare = renderHtml({ ...result, machine_steal_pct: null, timeline: { ...result.timeline, steal_pct: [null, null] } })
+  t.equal(bare.match(/<svg\b/g)?.length, 3, 'no steal plot without figures')
+  t.ok(bare.includes('No steal figures') && !bare.includes('Hypervisor steal over the measured period'), 'and says so')
   for (const name of ['alpha-http-flow', 'beta-ws-flow', 'tenant acme']) t.ok(html.includes(name), `names ${name}`)
   t.ok(html.includes('FW_ERR_ADMISSION_TENANT_RATE x1'), 'the result table lists errors by code')
   t.ok(html.includes('<table>'), 'has the result table')
