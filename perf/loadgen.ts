@@ -130,11 +130,32 @@ export interface LoadResult {
    * null off Linux. A high figure means the tail was the host's, not the server's.
    */
   machine_steal_pct: number | null
+  /** The 2xx latency of the measured seconds the host left alone (see LowSteal); null off Linux. */
+  low_steal: LowSteal | null
   /** Per-second throughput and latency by completion time, warmup and drain included. */
   timeline: Timeline
   scenario: Scenario
   samples?: Sample[]
 }
+
+/**
+ * The measured seconds whose steal was under LOW_STEAL_PCT, all flows' 2xx
+ * responses completed in them merged: what the tail is when the host does not
+ * take the cores away. A diagnostic beside the whole run's figures, never
+ * instead of them.
+ */
+export interface LowSteal {
+  threshold_pct: number
+  /** Measured seconds under the threshold, of all measured seconds. */
+  seconds: number
+  of: number
+  ok: number
+  p50_us: number
+  p99_us: number
+}
+
+/** A second with less steal than this counts as one the host left alone. */
+export const LOW_STEAL_PCT = 1
 
 export interface RunOptions {
   /** Progress line once a second: true = stderr (default), false = off, or a sink. */
@@ -320,6 +341,26 @@ function groupResult (g: Group, durationS: number): GroupResult {
 
 function round (x: number): number {
   return Math.round(x * 10) / 10
+}
+
+/** See LowSteal: seconds [from, to) of the run's buckets (completion time), those under the threshold. */
+export function lowSteal (parts: Array<WorkerFlowResult['timeline']>, steal: Array<number | null>, from: number, to: number): LowSteal | null {
+  if (steal.every((v) => v === null)) return null
+  const h = newHistogram()
+  let seconds = 0
+  let ok = 0
+  for (let i = from; i < to; i++) {
+    const v = steal[i]
+    if (v === null || v === undefined || v >= LOW_STEAL_PCT) continue
+    seconds++
+    for (const p of parts) {
+      ok += p.ok[i] ?? 0
+      const enc = p.latency[i] ?? ''
+      if (enc !== '') h.add(decodeFromCompressedBase64(enc))
+    }
+  }
+  const sum = summarize(h)
+  return { threshold_pct: LOW_STEAL_PCT, seconds, of: to - from, ok, p50_us: sum.p50, p99_us: sum.p99 }
 }
 
 /** Merges one flow's per-second worker timelines (bucket i = second i of the run). */
@@ -517,6 +558,7 @@ export async function runLoad (scenarioIn: Scenario, options: RunOptions = {}): 
   }
   const cpu = process.cpuUsage(cpu0)
 
+  const stealSeries = stealBuckets.map((b) => b.total > 0 ? 100 * b.steal / b.total : null)
   // Merge: per flow over workers, then per tenant and total over flows.
   const groups = scenario.flows.map((f, i) => {
     const g = newGroup(f.name)
@@ -564,10 +606,11 @@ export async function runLoad (scenarioIn: Scenario, options: RunOptions = {}): 
     total: groupResult(total, durationS),
     generator_cpu_ms: { user: Math.round(cpu.user / 1000), system: Math.round(cpu.system / 1000) },
     machine_steal_pct: stealPct(stealFrom, stealTo),
+    low_steal: lowSteal(done.flatMap((d) => d.flows.map((r) => r.timeline)), stealSeries, Math.ceil(warmupS), Math.floor(warmupS + durationS)),
     timeline: {
       start_s: -warmupS,
       flows: scenario.flows.map((f, i) => mergeTimeline(f.name, done.flatMap((d) => d.flows.slice(i, i + 1).map((r) => r.timeline)))),
-      steal_pct: stealBuckets.map((b) => b.total > 0 ? 100 * b.steal / b.total : null),
+      steal_pct: stealSeries,
     },
     scenario,
   }

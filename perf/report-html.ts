@@ -250,7 +250,12 @@ function stealOverTime (r: LoadResult): string {
 /** The steal sentence of a report; '' when unknown. */
 export function stealNote (r: LoadResult): string {
   const v = r.machine_steal_pct as number | null | undefined
-  return v === null || v === undefined ? '' : `Hypervisor steal over the measured period: ${v.toFixed(1)}% of all cores' time (a core taken away for milliseconds delays every request in flight on it).`
+  if (v === null || v === undefined) return ''
+  const low = r.low_steal as LoadResult['low_steal'] | undefined
+  const quiet = low === null || low === undefined || low.seconds === 0
+    ? (low === null || low === undefined ? '' : ` No measured second had steal under ${low.threshold_pct}%.`)
+    : ` Over the ${low.seconds} of ${low.of} measured seconds with steal under ${low.threshold_pct}% (${low.ok} responses): p50 ${ms(low.p50_us)} ms, p99 ${ms(low.p99_us)} ms.`
+  return `Hypervisor steal over the measured period: ${v.toFixed(1)}% of all cores' time (a core taken away for milliseconds delays every request in flight on it).${quiet}`
 }
 
 function htmlTable (headers: string[], rows: string[][]): string {

@@ -10,7 +10,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import { encodeIntoCompressedBase64 } from 'hdr-histogram-js'
-import { runLoad, validateScenario, type FlowSpec, type GroupResult, type LoadResult, type Sample, type Scenario } from '../perf/loadgen.js'
+import { lowSteal, runLoad, validateScenario, type FlowSpec, type GroupResult, type LoadResult, type Sample, type Scenario } from '../perf/loadgen.js'
 import { newHistogram } from '../perf/loadgen-common.js'
 import { renderHtml } from '../perf/report-html.js'
 
@@ -248,6 +248,7 @@ t.test('HTML report: self-contained, one <svg> per plot, flow names, the result 
     tenants: [group('acme')], total: group('total'),
     generator_cpu_ms: { user: 10, system: 5 },
     machine_steal_pct: 12.5,
+    low_steal: { threshold_pct: 1, seconds: 1, of: 3, ok: 90, p50_us: 900, p99_us: 5000 },
     timeline: { start_s: -1, flows: [series('alpha-http-flow'), series('beta-ws-flow')], steal_pct: [0, 3, null, 40] },
     scenario: { target, duration_s: 3, flows: [flow({ name: 'alpha-http-flow' }), flow({ name: 'beta-ws-flow', protocol: 'websocket' })] },
   }
@@ -256,8 +257,9 @@ t.test('HTML report: self-contained, one <svg> per plot, flow names, the result 
   t.equal(html.match(/<svg\b/g)?.length, 4, 'one <svg> per plot: distribution, latency over time, throughput over time, steal over time')
   t.equal(html.match(/<\/svg>/g)?.length, 4)
   t.ok(html.includes('Hypervisor steal over the measured period: 12.5%'), 'states the run\'s steal')
+  t.ok(html.includes('Over the 1 of 3 measured seconds with steal under 1% (90 responses): p50 0.90 ms, p99 5.00 ms'), 'and the low-steal seconds\' tail')
   // A result without steal figures (off Linux, or written before they were recorded) has no steal plot.
-  const bare = renderHtml({ ...result, machine_steal_pct: null, timeline: { ...result.timeline, steal_pct: [null, null] } })
+  const bare = renderHtml({ ...result, machine_steal_pct: null, low_steal: null, timeline: { ...result.timeline, steal_pct: [null, null] } })
   t.equal(bare.match(/<svg\b/g)?.length, 3, 'no steal plot without figures')
   t.ok(bare.includes('No steal figures') && !bare.includes('Hypervisor steal over the measured period'), 'and says so')
   for (const name of ['alpha-http-flow', 'beta-ws-flow', 'tenant acme']) t.ok(html.includes(name), `names ${name}`)
@@ -268,4 +270,27 @@ t.test('HTML report: self-contained, one <svg> per plot, flow names, the result 
   t.notOk(/<script|<link|<img|<iframe|@import|url\(/i.test(html), 'no script, link, image, frame, import or url()')
   t.notOk(/(src|href)\s*=/i.test(html), 'no src or href attributes')
   t.notOk(/https?:\/\//.test(html.split(target).join('')), 'no http(s):// anywhere but the target text')
+})
+
+t.test('low-steal seconds: only measured seconds under 1% steal, every flow and thread merged', async (t) => {
+  const hist = (v: number, n: number): string => {
+    const h = newHistogram()
+    for (let i = 0; i < n; i++) h.recordValue(v)
+    return encodeIntoCompressedBase64(h)
+  }
+  // Buckets 0 (warmup), 1, 2, 3; two parts (threads or flows). Second 2 is
+  // slow and stolen; seconds 1 and 3 are quiet; second 0 is quiet but warmup.
+  const part = (slow: number): { ok: number[], errors: number[], latency: string[] } =>
+    ({ ok: [10, 100, 100, 100], errors: [0, 0, 0, 0], latency: [hist(90_000, 10), hist(1000, 100), hist(slow, 100), hist(2000, 100)] })
+  const steal = [0, 0.5, 30, 0.9]
+  const low = lowSteal([part(50_000), part(60_000)], steal, 1, 4)
+  t.ok(low !== null)
+  if (low === null) return
+  t.equal(low.seconds, 2, 'seconds 1 and 3')
+  t.equal(low.of, 3)
+  t.equal(low.ok, 400, 'both parts of both quiet seconds')
+  t.ok(low.p99_us >= 1990 && low.p99_us <= 2010, `p99 ${low.p99_us} µs is the quiet seconds' (2 ms), not the stolen one's 50-60 ms nor the warmup's 90 ms`)
+  t.ok(low.p50_us >= 995 && low.p50_us <= 1005, 'p50 between them: half of the quiet responses took 1 ms')
+  t.equal(lowSteal([part(1)], [null, null, null, null], 1, 4), null, 'no steal figures: null')
+  t.equal(lowSteal([part(1)], [0, 5, 5, 5], 1, 4)?.seconds, 0, 'no quiet second: zero of them')
 })
