@@ -25,6 +25,7 @@ import { Pool } from 'undici'
 import WebSocket from 'ws'
 import { machine, platform, ROOT, startBaseline, startFairway, stop, type Server } from './bench-platform.js'
 import { parseCli } from './cli-args.js'
+import { readCpuTicks, stealPct } from './cpu-steal.js'
 
 parseCli('usage: node dist/perf/bench-protocols.js   (npm run bench:protocols; no options; appends to perf/RESULTS.md)\n  --help  this text', {})
 
@@ -95,15 +96,16 @@ async function wsClient (url: string, connections: number): Promise<Client> {
 }
 
 /** Closed loop: `outstanding` requests always in flight for `seconds`; answered per second and server CPU µs per request. */
-async function saturation (server: Server, client: Client, outstanding: number, seconds: number): Promise<{ rps: number, cpuUs: number }> {
+async function saturation (server: Server, client: Client, outstanding: number, seconds: number): Promise<{ rps: number, cpuUs: number, stealPct: number | null }> {
   const pid = server.proc.pid as number
   let answered = 0
   const c0 = cpuMs(pid)
+  const s0 = readCpuTicks()
   const until = Date.now() + seconds * 1000
   await Promise.all(Array.from({ length: outstanding }, async () => {
     while (Date.now() < until) { await client.send(); answered++ }
   }))
-  return { rps: answered / seconds, cpuUs: (cpuMs(pid) - c0) * 1000 / answered }
+  return { rps: answered / seconds, cpuUs: (cpuMs(pid) - c0) * 1000 / answered, stealPct: stealPct(s0, readCpuTicks()) }
 }
 
 /** Fixed rate (paced every ms): server CPU µs per answered request. */
@@ -129,10 +131,11 @@ async function measureProtocol (name: string, server: Server, client: Client, ou
   const cpuUs = await cpuPerRequest(server, client, 3000, 8)
   await client.close()
   console.error(`${name}: ${sat.rps.toFixed(0)} req/s (${sat.cpuUs.toFixed(1)} µs CPU/request), ${cpuUs.toFixed(1)} µs CPU/request at 3,000 req/s`)
-  return { protocol: name, saturation: sat.rps, satCpuUs: sat.cpuUs, cpuUs }
+  return { protocol: name, saturation: sat.rps, satCpuUs: sat.cpuUs, cpuUs, satStealPct: sat.stealPct }
 }
 
-interface Row { protocol: string, saturation: number, satCpuUs: number, cpuUs: number }
+/** satStealPct: hypervisor steal during the saturation run (perf/cpu-steal.ts), which lowers its throughput. */
+interface Row { protocol: string, saturation: number, satCpuUs: number, cpuUs: number, satStealPct: number | null }
 
 // The baselines of perf/overhead.ts over HTTP + JSON, measured the same way
 // first, so fairway's protocols compare with them under like conditions.
@@ -197,7 +200,7 @@ try {
 const offConfig = join(ROOT, 'perf', 'out', 'protocols-platform-nocost.json')
 writeFileSync(offConfig, JSON.stringify(platform(undefined, false), null, 2))
 const off = await startFairway(offConfig)
-let costOff = { rps: NaN, cpuUs: NaN }
+let costOff: { rps: number, cpuUs: number, stealPct: number | null } = { rps: NaN, cpuUs: NaN, stealPct: null }
 try {
   const client = httpClient(off.url, 'json', 128)
   await saturation(off, client, 128, 2)
@@ -214,9 +217,9 @@ out.push(`- machine: ${machine()}; Node ${process.version}; client in the same p
 out.push('- command: `npm run build && npm run bench:protocols` (perf/bench-protocols.ts); fairway on perf/out/protocols-platform.json (tenant without limits, dynamic batching on, cost events on); the inline rows on perf/out/protocols-platform-inline.json (the same with the light class `"runtime": "inline"`)')
 out.push('- saturation: closed loop, 128 outstanding over HTTP (128 connections), 256 over WebSocket (4 connections x 64); CPU: server utime+stime / answered requests at a paced 3,000 req/s for 8 s', '')
 const naive = baselines[1]
-out.push('| server, protocol | saturation req/s | vs fairway HTTP + JSON | server CPU µs/request at saturation | vs naive | server CPU µs/request at 3,000 req/s | vs naive |', '|---|---|---|---|---|---|---|')
+out.push('| server, protocol | saturation req/s | vs fairway HTTP + JSON | server CPU µs/request at saturation | vs naive | server CPU µs/request at 3,000 req/s | vs naive | hypervisor steal during saturation |', '|---|---|---|---|---|---|---|---|')
 for (const r of [...baselines, ...rows]) {
-  out.push(`| ${r.protocol}${r === base ? ' (baseline)' : ''} | ${r.saturation.toFixed(0)} | ${(r.saturation / (base?.saturation ?? 1)).toFixed(2)}x | ${r.satCpuUs.toFixed(1)} | ${(r.satCpuUs / (naive?.satCpuUs ?? NaN)).toFixed(2)}x | ${r.cpuUs.toFixed(1)} | ${(r.cpuUs / (naive?.cpuUs ?? NaN)).toFixed(2)}x |`)
+  out.push(`| ${r.protocol}${r === base ? ' (baseline)' : ''} | ${r.saturation.toFixed(0)} | ${(r.saturation / (base?.saturation ?? 1)).toFixed(2)}x | ${r.satCpuUs.toFixed(1)} | ${(r.satCpuUs / (naive?.satCpuUs ?? NaN)).toFixed(2)}x | ${r.cpuUs.toFixed(1)} | ${(r.cpuUs / (naive?.cpuUs ?? NaN)).toFixed(2)}x | ${r.satStealPct === null ? '-' : `${r.satStealPct.toFixed(1)}%`} |`)
 }
 out.push('', `Cost pipeline on vs off (HTTP + JSON saturation, same script): ${(base?.saturation ?? NaN).toFixed(0)} vs ${costOff.rps.toFixed(0)} req/s, ratio ${((base?.saturation ?? NaN) / costOff.rps).toFixed(3)}; server CPU ${(base?.satCpuUs ?? NaN).toFixed(1)} vs ${costOff.cpuUs.toFixed(1)} µs/request.`)
 if (slow !== null) {
