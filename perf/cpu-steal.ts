@@ -17,6 +17,8 @@ export interface CpuTicks {
   steal: number
   /** Ticks of every kind (user nice system idle iowait irq softirq steal), all cores. */
   total: number
+  /** Ticks no one ran (idle + iowait), all cores: total - idle is the machine's busy time, steal included. */
+  idle: number
 }
 
 /** Parses /proc/stat's aggregate `cpu` line; null if the text has none. */
@@ -26,7 +28,7 @@ export function parseCpuTicks (procStat: string): CpuTicks | null {
   if (f[0] !== 'cpu' || f.length < 9) return null
   const n = f.slice(1, 9).map(Number)
   if (n.some((v) => !Number.isFinite(v))) return null
-  return { steal: n[7] as number, total: n.reduce((a, b) => a + b, 0) }
+  return { steal: n[7] as number, total: n.reduce((a, b) => a + b, 0), idle: (n[3] as number) + (n[4] as number) }
 }
 
 /** The machine's ticks now; null where /proc/stat cannot be read. */

@@ -521,10 +521,11 @@ export async function runLoad (scenarioIn: Scenario, options: RunOptions = {}): 
       const cur = readCpuTicks()
       if (cur === null || prev === null) return
       const sec = Math.max(0, Math.floor(((prevAt + at) / 2 - startAt) / 1000))
-      for (let k = stealBuckets.length; k <= sec; k++) stealBuckets.push({ steal: 0, total: 0 })
+      for (let k = stealBuckets.length; k <= sec; k++) stealBuckets.push({ steal: 0, total: 0, idle: 0 })
       const b = stealBuckets[sec] as CpuTicks
       b.steal += cur.steal - prev.steal
       b.total += cur.total - prev.total
+      b.idle += cur.idle - prev.idle
       prev = cur
       prevAt = at
     }, 100))

@@ -24,6 +24,7 @@ import { dirname, join, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { appendResults, BASELINE_MODEL, machine, median, ROOT, runMain, spawnServer, startBaseline } from './bench-platform.js'
 import { cliFail, parseCli } from './cli-args.js'
+import { readCpuTicks } from './cpu-steal.js'
 import { renderTable, runLoad, type LoadResult, type Scenario } from './loadgen.js'
 
 const USAGE = `usage: node dist/perf/overhead.js [options]
@@ -169,11 +170,10 @@ function cpuMs (pid: number): number {
 
 /** Busy CPU time of the whole machine (all cores, every process), in ms, from /proc/stat. */
 function machineBusyMs (): number {
-  const line = readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? ''
-  const f = line.trim().split(/\s+/).slice(1).map(Number)
-  // user nice system idle iowait irq softirq steal ...
-  const busy = (f[0] ?? 0) + (f[1] ?? 0) + (f[2] ?? 0) + (f[5] ?? 0) + (f[6] ?? 0) + (f[7] ?? 0)
-  return busy * 1000 / CLK_TCK
+  const t = readCpuTicks()
+  // cpuMs() reads /proc too: this benchmark is Linux-only either way.
+  if (t === null) throw new Error('/proc/stat has no aggregate cpu line: bench:overhead needs Linux')
+  return (t.total - t.idle) * 1000 / CLK_TCK
 }
 
 function selfCpuMs (): number {

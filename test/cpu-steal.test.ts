@@ -6,7 +6,7 @@ import { parseCpuTicks, readCpuTicks, stealPct } from '../perf/cpu-steal.js'
 
 t.test('parses the aggregate cpu line: steal is the 8th field, the total the first 8 (guest is inside user)', async (t) => {
   const text = 'cpu  368536 12023 113030 1649697 2244 0 25656 101289 7 9\ncpu0 1 2 3 4 5 6 7 8 0 0\n'
-  t.same(parseCpuTicks(text), { steal: 101289, total: 368536 + 12023 + 113030 + 1649697 + 2244 + 0 + 25656 + 101289 })
+  t.same(parseCpuTicks(text), { steal: 101289, total: 368536 + 12023 + 113030 + 1649697 + 2244 + 0 + 25656 + 101289, idle: 1649697 + 2244 })
 })
 
 t.test('text without an aggregate cpu line, or too short, or not numeric: null', async (t) => {
@@ -17,10 +17,10 @@ t.test('text without an aggregate cpu line, or too short, or not numeric: null',
 })
 
 t.test('steal share between two readings', async (t) => {
-  t.equal(stealPct({ steal: 10, total: 1000 }, { steal: 30, total: 1200 }), 10, '20 of 200 ticks')
-  t.equal(stealPct({ steal: 10, total: 1000 }, { steal: 10, total: 1000 }), null, 'no tick passed')
-  t.equal(stealPct(null, { steal: 1, total: 2 }), null)
-  t.equal(stealPct({ steal: 1, total: 2 }, null), null)
+  t.equal(stealPct({ steal: 10, total: 1000, idle: 500 }, { steal: 30, total: 1200, idle: 550 }), 10, '20 of 200 ticks')
+  t.equal(stealPct({ steal: 10, total: 1000, idle: 500 }, { steal: 10, total: 1000, idle: 500 }), null, 'no tick passed')
+  t.equal(stealPct(null, { steal: 1, total: 2, idle: 1 }), null)
+  t.equal(stealPct({ steal: 1, total: 2, idle: 1 }, null), null)
 })
 
 t.test('this machine (Linux): a reading exists and only grows', async (t) => {
