@@ -127,7 +127,7 @@ export interface LoadResult {
   generator_cpu_ms: { user: number, system: number }
   /**
    * Hypervisor steal over the measured period, % of all cores' time (perf/cpu-steal.ts);
-   * null off Linux. A high figure means the tail was the host's, not the server's.
+   * null off Linux. A high figure means part of the tail was the host's, not the server's.
    */
   machine_steal_pct: number | null
   /** The 2xx latency of the measured seconds the host left alone (see LowSteal); null off Linux. */
@@ -511,7 +511,7 @@ export async function runLoad (scenarioIn: Scenario, options: RunOptions = {}): 
   // Steal per second of the run: /proc/stat read every 100 ms (~20 µs each,
   // on this thread, not the senders'), each interval's ticks added to the
   // second its midpoint falls in, as the workers bucket completions.
-  const stealBuckets: CpuTicks[] = []
+  const stealBuckets: Array<{ steal: number, total: number }> = []
   function sampleSteal (startAt: number): void {
     let prevAt = nowMs()
     let prev = readCpuTicks()
@@ -521,11 +521,10 @@ export async function runLoad (scenarioIn: Scenario, options: RunOptions = {}): 
       const cur = readCpuTicks()
       if (cur === null || prev === null) return
       const sec = Math.max(0, Math.floor(((prevAt + at) / 2 - startAt) / 1000))
-      for (let k = stealBuckets.length; k <= sec; k++) stealBuckets.push({ steal: 0, total: 0, idle: 0 })
-      const b = stealBuckets[sec] as CpuTicks
+      for (let k = stealBuckets.length; k <= sec; k++) stealBuckets.push({ steal: 0, total: 0 })
+      const b = stealBuckets[sec] as { steal: number, total: number }
       b.steal += cur.steal - prev.steal
       b.total += cur.total - prev.total
-      b.idle += cur.idle - prev.idle
       prev = cur
       prevAt = at
     }, 100))
