@@ -542,7 +542,10 @@ export async function runLoad (scenarioIn: Scenario, options: RunOptions = {}): 
       const phase = t < warmupS ? 'warmup ' : t < warmupS + durationS ? 'measure' : 'drain  '
       const inflight = tickInflight.reduce((a, b) => a + b, 0)
       const p = tickHist.totalCount === 0 ? 'no responses' : `p50 ${ms(tickHist.getValueAtPercentile(50))} p99 ${ms(tickHist.getValueAtPercentile(99))} max ${ms(tickHist.maxValue)} ms`
-      log?.(`[loadgen ${t.toFixed(0).padStart(4)}s ${phase}] sent ${tickSent}/s ok ${tickOk}/s non-2xx ${tickNon2xx} err ${tickErrors} inflight ${inflight} | last 1s ${p}`)
+      // The second that just ended (the sampler has moved on to the next one).
+      const b = stealBuckets[Math.floor(t) - 1]
+      const steal = b === undefined || b.total === 0 ? '' : ` steal ${(100 * b.steal / b.total).toFixed(0)}%`
+      log?.(`[loadgen ${t.toFixed(0).padStart(4)}s ${phase}] sent ${tickSent}/s ok ${tickOk}/s non-2xx ${tickNon2xx} err ${tickErrors} inflight ${inflight} | last 1s ${p}${steal}`)
       tickSent = tickOk = tickNon2xx = tickErrors = 0
       tickHist = newHistogram()
     }

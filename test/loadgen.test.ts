@@ -294,3 +294,18 @@ t.test('low-steal seconds: only measured seconds under 1% steal, every flow and 
   t.equal(lowSteal([part(1)], [null, null, null, null], 1, 4), null, 'no steal figures: null')
   t.equal(lowSteal([part(1)], [0, 5, 5, 5], 1, 4)?.seconds, 0, 'no quiet second: zero of them')
 })
+
+t.test('progress line: once a second, the phase, rates, the last second\'s latency and steal', async (t) => {
+  const srv = await serve((_n, _req, res) => ok(res))
+  t.teardown(() => srv.close())
+  const lines: string[] = []
+  await runLoad(scenario(srv.url, { duration_s: 2, warmup_s: 1, flows: [flow({ rate: 200 })] }), { progress: (line) => lines.push(line) })
+  t.ok(lines.length >= 2, `${lines.length} progress lines over a 3 s run`)
+  const shape = /^\[loadgen +\d+s (warmup |measure|drain {2})\] sent \d+\/s ok \d+\/s non-2xx \d+ err \d+ inflight \d+ \| last 1s (no responses|p50 [\d.]+ p99 [\d.]+ max [\d.]+ ms)( steal \d+%)?$/
+  t.ok(lines.every((l) => shape.test(l)), `every line has the documented shape: ${JSON.stringify(lines)}`)
+  // This suite runs on Linux: the second that just ended has a steal figure.
+  t.ok(lines.some((l) => / steal \d+%$/.test(l)), 'lines carry the last second\'s steal')
+  // Counts are per report tick, which may straddle a send: about the rate, not exactly.
+  const sent = lines.filter((l) => l.includes(' measure] ')).map((l) => Number(/ sent (\d+)\/s/.exec(l)?.[1]))
+  t.ok(sent.length >= 1 && sent.every((n) => n >= 190 && n <= 210), `measured seconds sent about the flow's 200/s: ${JSON.stringify(sent)}`)
+})
