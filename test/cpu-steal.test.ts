@@ -26,9 +26,7 @@ t.test('steal share between two readings', async (t) => {
 t.test('this machine (Linux): a reading exists and only grows', async (t) => {
   const a = readCpuTicks()
   t.ok(a !== null, '/proc/stat has an aggregate cpu line')
-  let x = 0
-  for (let i = 0; i < 5e6; i++) x += i
-  t.ok(x > 0)
+  await new Promise((resolve) => setTimeout(resolve, 30)) // a few 10 ms ticks
   const b = readCpuTicks()
-  t.ok(a !== null && b !== null && b.total >= a.total && b.steal >= a.steal, 'counters are monotonic')
+  t.ok(a !== null && b !== null && b.total > a.total && b.steal >= a.steal && b.idle >= a.idle, 'the total advanced and no counter went back')
 })
