@@ -108,6 +108,8 @@ export interface TimelineSeries {
 export interface Timeline {
   /** Seconds from the start of the measured period to bucket 0: -warmup_s. */
   start_s: number
+  /** Epoch ms of bucket 0: when the schedule started (warmup included). */
+  start_epoch_ms: number
   flows: TimelineSeries[]
   /** Hypervisor steal, % of all cores' time, per second (the same buckets as the flows'); null where unknown (off Linux). */
   steal_pct: Array<number | null>
@@ -162,6 +164,12 @@ export interface RunOptions {
   progress?: boolean | ((line: string) => void)
   /** Keep up to this many per-request samples per worker (default 0). */
   collectSamples?: number
+  /**
+   * Epoch ms at which to start the schedule (warmup included), so that runs
+   * in parallel share one clock; the run fails if its threads are not ready
+   * by then. Default: 50 ms after they are ready.
+   */
+  startAt?: number
   /** Called when the measured period starts / ends (e.g. to read a server's CPU time). */
   onMeasureStart?: () => void
   onMeasureEnd?: () => void
@@ -444,6 +452,7 @@ export async function runLoad (scenarioIn: Scenario, options: RunOptions = {}): 
   const tickInflight = new Array<number>(threads).fill(0)
   let tickHist = newHistogram()
 
+  let runStart = 0
   const finished = new Promise<void>((resolveAll, reject) => {
     let ready = 0
     for (let i = 0; i < threads; i++) {
@@ -467,7 +476,14 @@ export async function runLoad (scenarioIn: Scenario, options: RunOptions = {}): 
         switch (m.type) {
           case 'ready':
             if (++ready === threads) {
-              const startAt = nowMs() + 50
+              const now = nowMs()
+              if (options.startAt !== undefined && options.startAt < now) {
+                reject(new Error(`loadgen: start time passed ${(now - options.startAt).toFixed(0)} ms before the generator threads were ready`))
+                for (const x of workers) void x.terminate()
+                return
+              }
+              const startAt = options.startAt ?? now + 50
+              runStart = startAt
               for (const x of workers) x.postMessage({ type: 'start', startAt } satisfies MainMessage)
               startClock(startAt)
             }
@@ -612,6 +628,7 @@ export async function runLoad (scenarioIn: Scenario, options: RunOptions = {}): 
     low_steal: lowSteal(done.flatMap((d) => d.flows.map((r) => r.timeline)), stealSeries, Math.ceil(warmupS), Math.floor(warmupS + durationS)),
     timeline: {
       start_s: -warmupS,
+      start_epoch_ms: runStart,
       flows: scenario.flows.map((f, i) => mergeTimeline(f.name, done.flatMap((d) => d.flows.slice(i, i + 1).map((r) => r.timeline)))),
       steal_pct: stealSeries,
     },

@@ -150,6 +150,25 @@ t.test('phases change the rate; warmup requests are sent but not measured', asyn
   t.equal(r.samples.filter((s) => s.measured).length, f.intended)
 })
 
+t.test('startAt: runs in parallel share one clock; a start time that passed first fails the run', async (t) => {
+  const srv = await serve((_n, _req, res) => ok(res))
+  t.teardown(() => srv.close())
+  // Generous: under tap's TypeScript loader a generator thread takes seconds to start.
+  const startAt = Math.ceil(epochMs()) + 8000
+  const opts = { progress: false, collectSamples: 1000, startAt }
+  const [a, b] = await Promise.all([
+    runLoad(scenario(srv.url, { duration_s: 1, flows: [flow({ name: 'a' })] }), opts),
+    runLoad(scenario(srv.url, { duration_s: 1, flows: [flow({ name: 'b', rate: 50 })] }), opts),
+  ])
+  t.equal(a.timeline.start_epoch_ms, startAt, 'bucket 0 of the first run starts at the given time')
+  t.equal(b.timeline.start_epoch_ms, startAt, 'and so does the second\'s')
+  t.equal(Math.min(...(a.samples ?? []).map((x) => x.intendedMs)), startAt, 'the first request is intended at the start (constant arrivals)')
+  t.equal(Math.min(...(b.samples ?? []).map((x) => x.intendedMs)), startAt)
+  await t.rejects(runLoad(scenario(srv.url, { duration_s: 1 }), { progress: false, startAt: epochMs() - 1000 }), /start time passed \d+ ms before the generator threads were ready/)
+  const free = await runLoad(scenario(srv.url, { duration_s: 0.5 }), { progress: false })
+  t.ok(free.timeline.start_epoch_ms > startAt, 'without startAt a run starts when its threads are ready')
+})
+
 t.test('recorded latencies include a known server delay', async (t) => {
   // Requests 51..150 are answered after 20 ms, with status 202 so the
   // generator's per-request samples can be matched to the server's choice.
@@ -249,7 +268,7 @@ t.test('HTML report: self-contained, one <svg> per plot, flow names, the result 
     generator_cpu_ms: { user: 10, system: 5 },
     machine_steal_pct: 12.5,
     low_steal: { threshold_pct: 1, seconds: 1, of: 3, ok: 90, p50_us: 900, p99_us: 5000 },
-    timeline: { start_s: -1, flows: [series('alpha-http-flow'), series('beta-ws-flow')], steal_pct: [0, 3, null, 40] },
+    timeline: { start_s: -1, start_epoch_ms: 0, flows: [series('alpha-http-flow'), series('beta-ws-flow')], steal_pct: [0, 3, null, 40] },
     scenario: { target, duration_s: 3, flows: [flow({ name: 'alpha-http-flow' }), flow({ name: 'beta-ws-flow', protocol: 'websocket' })] },
   }
   const html = renderHtml(result)
