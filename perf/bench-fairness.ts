@@ -21,6 +21,7 @@ import { cpus } from 'node:os'
 import { dirname, join } from 'node:path'
 import { ADMIN, median, platform, ROOT, startBaseline, startFairway, stop, type Server } from './bench-platform.js'
 import { cliChoice, cliNumber, parseCli } from './cli-args.js'
+import { haltPollNote, setHaltPoll } from './halt-poll.js'
 import { merged, phasesFor, plan, stealOver, windows, windowStats, type WindowStats } from './interleave.js'
 import { nowMs } from './loadgen-common.js'
 import { runLoad, type FlowSpec, type LoadResult, type Scenario } from './loadgen.js'
@@ -34,6 +35,8 @@ const USAGE = `usage: node dist/perf/bench-fairness.js [options]   (npm run benc
   --cost on|off         cost events in the server under test (default on)
   --background-nice N   server.backgroundNice of the server under test (default: the server's own, 10)
   --inline              the light class runs "runtime": "inline" (batches on the gateway thread)
+  --halt-poll-ns N      let idle vCPUs poll up to N ns before halting, for the run (Linux haltpoll
+                        driver, root; machine-wide, restored at the end; perf/halt-poll.ts)
   --out FILE            JSON results (default perf/out/fairness.json)
   --results FILE|none   where the headline figures are appended (default perf/RESULTS.md)
   --help                this text`
@@ -47,6 +50,7 @@ const { values: args } = parseCli(USAGE, {
   cost: { type: 'string', default: 'on' },
   'background-nice': { type: 'string' },
   inline: { type: 'boolean', default: false },
+  'halt-poll-ns': { type: 'string' },
   results: { type: 'string', default: join(ROOT, 'perf', 'RESULTS.md') },
 })
 const PHASE_S = cliNumber(USAGE, 'phase-s', args['phase-s'], 1)
@@ -257,7 +261,7 @@ async function heavyVsLight (s: Server): Promise<Record<string, unknown>> {
   const cycles = Array.from({ length: REPEATS }, (_, c) => {
     const idle = f([st[2 * c], st[2 * c + 2]])
     const busy = f([st[2 * c + 1]])
-    return { idle, busy, ratio: (busy.p99_us ?? NaN) / (idle.p99_us ?? NaN) }
+    return { idle, busy, ratio: (busy.p99_us ?? NaN) / (idle.p99_us ?? NaN), service_p99_ratio: (busy.service_p99_us ?? NaN) / (idle.service_p99_us ?? NaN) }
   })
   const idle = f(st.filter((x) => x.window.kind === 'idle'))
   const busy = f(st.filter((x) => x.window.kind === 'busy'))
@@ -267,6 +271,8 @@ async function heavyVsLight (s: Server): Promise<Record<string, unknown>> {
     cycles,
     all_cycles: { idle, busy, ratio: (busy.p99_us ?? NaN) / (idle.p99_us ?? NaN) },
     median_ratio: median(cycles.map((c) => c.ratio)),
+    // From the write to the connection: the server's part, without the generator's own send lag.
+    median_service_p99_ratio: median(cycles.map((c) => c.service_p99_ratio)),
     ratio_spread: [Math.min(...cycles.map((c) => c.ratio)), Math.max(...cycles.map((c) => c.ratio))],
     heavy_ok: h?.ok ?? 0,
     heavy_refused: (h?.responses ?? 0) - (h?.ok ?? 0),
@@ -302,6 +308,8 @@ const pinnedConfigFile = join(ROOT, 'perf', 'out', 'fairness-platform-pinned.jso
 writeFileSync(pinnedConfigFile, JSON.stringify(platform([1], COST === 'on', backgroundNice, lightRuntime), null, 2))
 const results: Record<string, unknown> = { date: new Date().toISOString(), phase_s: PHASE_S, repeats: REPEATS, toggle_s: TOGGLE_S, cost_events: COST, background_nice: backgroundNice ?? 'default' }
 const want = (name: 'noisy' | 'weights' | 'heavy' | 'batching'): boolean => ONLY === undefined || ONLY.includes(name)
+const haltPoll = args['halt-poll-ns'] === undefined ? null : setHaltPoll(cliNumber(USAGE, 'halt-poll-ns', args['halt-poll-ns'], 0))
+results.guest_halt_poll_ns = haltPoll?.ns ?? null
 const server = await startFairway(configFile)
 try {
   if (want('noisy')) { results.noisy_neighbour = await noisyNeighbour(server); console.error('noisy neighbour done') }
@@ -319,6 +327,7 @@ if (want('heavy')) {
   }
 }
 if (want('batching')) results.batching = await batching(configFile)
+haltPoll?.restore()
 mkdirSync(dirname(args.out), { recursive: true })
 writeFileSync(args.out, JSON.stringify(results, null, 2))
 console.log(JSON.stringify(results, null, 2))
@@ -332,7 +341,8 @@ function resultsSection (r: Record<string, unknown>): string {
   const out = [
     `\n## Fairness (issue #3), ${String(r.date)}`, '',
     `- machine: ${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} vCPUs, ${process.platform} ${process.arch}; Node ${process.version}; load generator on the same machine`,
-    `- command: \`npm run build && node dist/perf/bench-fairness.js${process.argv.length > 2 ? ' ' + process.argv.slice(2).join(' ') : ''}\` (phases ${PHASE_S} s, ${REPEATS} repetitions, cost events ${COST}, server.backgroundNice ${backgroundNice ?? 'default (10)'})`,
+    `- command: \`npm run build && node dist/perf/bench-fairness.js${process.argv.length > 2 ? ' ' + process.argv.slice(2).join(' ') : ''}\` (noisy neighbour and heavy vs light: ${REPEATS} interleaved cycles of ${TOGGLE_S} s phases; weighted shares ${PHASE_S * 2} s, batching ${PHASE_S} s per run; cost events ${COST}, server.backgroundNice ${backgroundNice ?? 'default (10)'})`,
+    haltPollNote(haltPoll),
     `- platform: perf/out/fairness-platform.json (perf/bench-platform.ts): class \`shared\` (tiny-classifier) ${args.inline ? 'inline on the gateway thread' : 'on CPU 1'}, class \`heavy\` (heavy-encoder) on CPU 0, ${args.inline ? 'with one worker' : 'one worker each'}, no lending; open-loop Poisson arrivals, latency from the intended send time; each tenant group (victims, aggressor, heavy client) drives its own generator thread`, '',
   ]
   type Fig = Record<string, number>
@@ -361,15 +371,15 @@ function resultsSection (r: Record<string, unknown>): string {
     out.push('', `Goal: within 5%. Served ${ws.served_rps_total.toFixed(0)} req/s in total.`, '')
   }
   for (const [key, label] of [['heavy_vs_light_gateway_unpinned', 'gateway unpinned'], ['heavy_vs_light_gateway_pinned', 'gateway pinned to CPU 1 (`server.cpus`)']] as const) {
-    const h = r[key] as { cycles: Array<{ idle: Fig, busy: Fig, ratio: number }>, all_cycles: { idle: Fig, busy: Fig, ratio: number }, median_ratio: number, ratio_spread: number[], heavy_ok: number, heavy_refused: number } | undefined
+    const h = r[key] as { cycles: Array<{ idle: Fig, busy: Fig, ratio: number }>, all_cycles: { idle: Fig, busy: Fig, ratio: number }, median_ratio: number, median_service_p99_ratio: number, ratio_spread: number[], heavy_ok: number, heavy_refused: number } | undefined
     if (h === undefined) continue
     out.push(`### Heavy vs light, ${label} (light tenant at 300 req/s on tiny-classifier; heavy class idle vs driven at 1,000 req/s)`, '',
       `Interleaved: one light run through ${REPEATS} cycles of ${TOGGLE_S} s phases heavy idle / heavy driven, and a closing idle phase; an idle phase is counted from ${SETTLE_MS} ms in and not before the heavy client's last earlier request was answered.`, '',
-      '| cycle | light p99 heavy idle (ms) | light p99 heavy saturated (ms) | ratio | light requests idle / saturated | hypervisor steal idle / saturated |', '|---|---|---|---|---|---|')
-    const row = (label: string, c: { idle: Fig, busy: Fig, ratio: number }): string => `| ${label} | ${ms(c.idle.p99_us)} | ${ms(c.busy.p99_us)} | ${x2(c.ratio)} | ${c.idle.ok ?? '-'} / ${c.busy.ok ?? '-'} | ${pct(c.idle.steal_pct)} / ${pct(c.busy.steal_pct)} |`
+      '| cycle | light p99 heavy idle (ms) | light p99 heavy saturated (ms) | ratio | light service p99 idle / saturated (ms) | light send lag p99 idle / saturated (ms) | light requests idle / saturated | hypervisor steal idle / saturated |', '|---|---|---|---|---|---|---|---|')
+    const row = (label: string, c: { idle: Fig, busy: Fig, ratio: number }): string => `| ${label} | ${ms(c.idle.p99_us)} | ${ms(c.busy.p99_us)} | ${x2(c.ratio)} | ${ms(c.idle.service_p99_us)} / ${ms(c.busy.service_p99_us)} | ${ms(c.idle.send_lag_p99_us)} / ${ms(c.busy.send_lag_p99_us)} | ${c.idle.ok ?? '-'} / ${c.busy.ok ?? '-'} | ${pct(c.idle.steal_pct)} / ${pct(c.busy.steal_pct)} |`
     h.cycles.forEach((c, i) => out.push(row(String(i + 1), c)))
     out.push(row('all cycles together', h.all_cycles))
-    out.push('', `Median ratio over the cycles **${x2(h.median_ratio)}** (spread ${x2(h.ratio_spread[0])}–${x2(h.ratio_spread[1])}; goal ≤ 1.2); all cycles together ${x2(h.all_cycles.ratio)}. Heavy client: ${h.heavy_ok} answered 2xx, ${h.heavy_refused} refused.`, '')
+    out.push('', `Median ratio over the cycles **${x2(h.median_ratio)}** (spread ${x2(h.ratio_spread[0])}–${x2(h.ratio_spread[1])}; goal ≤ 1.2); all cycles together ${x2(h.all_cycles.ratio)}; median service-time p99 ratio ${x2(h.median_service_p99_ratio)}. Heavy client: ${h.heavy_ok} answered 2xx, ${h.heavy_refused} refused.`, '')
   }
   const b = r.batching as Record<string, { ok_rps: number, p50_us: number, p99_us: number, errors: number }> & { throughput_ratio_on_vs_off?: number } | undefined
   if (b !== undefined) {
