@@ -21,7 +21,6 @@ import { cpus } from 'node:os'
 import { dirname, join } from 'node:path'
 import { ADMIN, median, platform, ROOT, startBaseline, startFairway, stop, type Server } from './bench-platform.js'
 import { cliChoice, cliNumber, parseCli } from './cli-args.js'
-import { haltPollNote, setHaltPoll } from './halt-poll.js'
 import { merged, phasesFor, plan, stealOver, windows, windowStats, type WindowStats } from './interleave.js'
 import { nowMs } from './loadgen-common.js'
 import { runLoad, type FlowSpec, type LoadResult, type Scenario } from './loadgen.js'
@@ -35,8 +34,6 @@ const USAGE = `usage: node dist/perf/bench-fairness.js [options]   (npm run benc
   --cost on|off         cost events in the server under test (default on)
   --background-nice N   server.backgroundNice of the server under test (default: the server's own, 10)
   --inline              the light class runs "runtime": "inline" (batches on the gateway thread)
-  --halt-poll-ns N      let idle vCPUs poll up to N ns before halting, for the run (Linux haltpoll
-                        driver, root; machine-wide, restored at the end; perf/halt-poll.ts)
   --out FILE            JSON results (default perf/out/fairness.json)
   --results FILE|none   where the headline figures are appended (default perf/RESULTS.md)
   --help                this text`
@@ -50,7 +47,6 @@ const { values: args } = parseCli(USAGE, {
   cost: { type: 'string', default: 'on' },
   'background-nice': { type: 'string' },
   inline: { type: 'boolean', default: false },
-  'halt-poll-ns': { type: 'string' },
   results: { type: 'string', default: join(ROOT, 'perf', 'RESULTS.md') },
 })
 const PHASE_S = cliNumber(USAGE, 'phase-s', args['phase-s'], 1)
@@ -308,8 +304,6 @@ const pinnedConfigFile = join(ROOT, 'perf', 'out', 'fairness-platform-pinned.jso
 writeFileSync(pinnedConfigFile, JSON.stringify(platform([1], COST === 'on', backgroundNice, lightRuntime), null, 2))
 const results: Record<string, unknown> = { date: new Date().toISOString(), phase_s: PHASE_S, repeats: REPEATS, toggle_s: TOGGLE_S, cost_events: COST, background_nice: backgroundNice ?? 'default' }
 const want = (name: 'noisy' | 'weights' | 'heavy' | 'batching'): boolean => ONLY === undefined || ONLY.includes(name)
-const haltPoll = args['halt-poll-ns'] === undefined ? null : setHaltPoll(cliNumber(USAGE, 'halt-poll-ns', args['halt-poll-ns'], 0))
-results.guest_halt_poll_ns = haltPoll?.ns ?? null
 const server = await startFairway(configFile)
 try {
   if (want('noisy')) { results.noisy_neighbour = await noisyNeighbour(server); console.error('noisy neighbour done') }
@@ -327,7 +321,6 @@ if (want('heavy')) {
   }
 }
 if (want('batching')) results.batching = await batching(configFile)
-haltPoll?.restore()
 mkdirSync(dirname(args.out), { recursive: true })
 writeFileSync(args.out, JSON.stringify(results, null, 2))
 console.log(JSON.stringify(results, null, 2))
@@ -342,7 +335,6 @@ function resultsSection (r: Record<string, unknown>): string {
     `\n## Fairness (issue #3), ${String(r.date)}`, '',
     `- machine: ${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} vCPUs, ${process.platform} ${process.arch}; Node ${process.version}; load generator on the same machine`,
     `- command: \`npm run build && node dist/perf/bench-fairness.js${process.argv.length > 2 ? ' ' + process.argv.slice(2).join(' ') : ''}\` (noisy neighbour and heavy vs light: ${REPEATS} interleaved cycles of ${TOGGLE_S} s phases; weighted shares ${PHASE_S * 2} s, batching ${PHASE_S} s per run; cost events ${COST}, server.backgroundNice ${backgroundNice ?? 'default (10)'})`,
-    haltPollNote(haltPoll),
     `- platform: perf/out/fairness-platform.json (perf/bench-platform.ts): class \`shared\` (tiny-classifier) ${args.inline ? 'inline on the gateway thread' : 'on CPU 1'}, class \`heavy\` (heavy-encoder) on CPU 0, ${args.inline ? 'with one worker' : 'one worker each'}, no lending; open-loop Poisson arrivals, latency from the intended send time; each tenant group (victims, aggressor, heavy client) drives its own generator thread`, '',
   ]
   type Fig = Record<string, number>

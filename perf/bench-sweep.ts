@@ -26,7 +26,6 @@ import { join, relative } from 'node:path'
 import { appendResults, machine, median, platform, ROOT, runMain, startBaseline, startFairway, stop } from './bench-platform.js'
 import { cliFail, parseCli } from './cli-args.js'
 import { LOW_STEAL_PCT, renderTable, runLoad, type Arrival, type Encoding, type LoadResult, type Protocol, type Scenario } from './loadgen.js'
-import { haltPollNote, setHaltPoll } from './halt-poll.js'
 import { errorText, renderHtml } from './report-html.js'
 
 const USAGE = `usage: node dist/perf/bench-sweep.js [options]
@@ -47,8 +46,6 @@ const USAGE = `usage: node dist/perf/bench-sweep.js [options]
   --connections N  per generator thread: HTTP keep-alive connections (default 128) or WebSocket connections (default 4)
   --no-cost        cost events off (default on, as in production)
   --inline         fairway only: the light class runs inline on the gateway thread ("runtime": "inline")
-  --halt-poll-ns N let idle vCPUs poll up to N ns before halting, for the run (Linux haltpoll
-                   driver, root; machine-wide, restored at the end; perf/halt-poll.ts)
   --results FILE   append the summary here (default perf/RESULTS.md)
   --no-results     do not append to RESULTS.md
   --help           this text`
@@ -197,7 +194,6 @@ async function main (): Promise<number> {
     connections: { type: 'string' },
     'no-cost': { type: 'boolean', default: false },
     inline: { type: 'boolean', default: false },
-    'halt-poll-ns': { type: 'string' },
     results: { type: 'string' },
     'no-results': { type: 'boolean', default: false },
   })
@@ -239,7 +235,6 @@ async function main (): Promise<number> {
   const configFile = join(outDir, inline ? 'sweep-platform-inline.json' : 'sweep-platform.json')
   writeFileSync(configFile, JSON.stringify(config, null, 2) + '\n')
 
-  const haltPoll = values['halt-poll-ns'] === undefined ? null : setHaltPoll(num(values['halt-poll-ns'], 0, 0))
   const server = serverName === 'fairway' ? await startFairway(configFile) : await startBaseline(serverName)
   let steps: Step[]
   const runs: Array<{ step: Step, result: LoadResult }> = []
@@ -266,7 +261,6 @@ async function main (): Promise<number> {
     }
   } finally {
     await stop(server)
-    haltPoll?.restore()
   }
 
   const p99s = runs.map((r) => r.step.p99Ms)
@@ -276,7 +270,7 @@ async function main (): Promise<number> {
   const command = `node dist/perf/bench-sweep.js${process.argv.length > 2 ? ' ' + process.argv.slice(2).join(' ') : ''}`
   const jsonFile = join(outDir, `sweep-${stamp}.json`)
   const htmlFile = join(outDir, `sweep-${stamp}.html`)
-  writeFileSync(jsonFile, JSON.stringify({ started_at: started.toISOString(), machine: machine(), node: process.version, command, server: serverName, knobs: k, cost, guest_halt_poll_ns: haltPoll?.ns ?? null, steps, saturation, target, runs: runs.map((r) => r.step), median_p99_ms: medianP99, median_run: medianRun?.result }, null, 2) + '\n')
+  writeFileSync(jsonFile, JSON.stringify({ started_at: started.toISOString(), machine: machine(), node: process.version, command, server: serverName, knobs: k, cost, steps, saturation, target, runs: runs.map((r) => r.step), median_p99_ms: medianP99, median_run: medianRun?.result }, null, 2) + '\n')
   if (medianRun !== undefined) writeFileSync(htmlFile, renderHtml(medianRun.result))
 
   const headers = ['offered/s', 'result', '2xx/s', '2xx %', 'p50 ms', 'p99 ms', 'lag p99 ms', 'generator cores', 'steal', 'errors']
@@ -295,7 +289,6 @@ async function main (): Promise<number> {
       '',
       `- machine: ${machine()}; Node ${process.version}; ${started.toISOString()}; load generator on the same machine`,
       `- command: \`${command}\` (perf/bench-sweep.ts)`,
-      haltPollNote(haltPoll),
       serverName === 'fairway'
         ? `- server: fairway on perf/out/${inline ? 'sweep-platform-inline.json' : 'sweep-platform.json'} (perf/bench-platform.ts; tenant \`big\` without a rate limit, dynamic batching on, cost events ${cost ? 'on' : 'off'}${inline ? ', light class `"runtime": "inline"`' : ''})`
         : `- server: the ${serverName} baseline (perf/baselines/${serverName}-server.ts), no tenancy: the same sweep as fairway's, for comparison`,
